@@ -1,0 +1,200 @@
+//! Cron expressions: 5 fields (minute hour day-of-month month day-of-week) or 6 with a
+//! leading seconds field, and macros.
+//!
+//! saffron's surprises (see docs/dependencies.md): its day-of-week numbers are Quartz style
+//! (1 = Sunday ... 7 = Saturday, 0 rejected), while users write Unix cron (0 or 7 = Sunday,
+//! 1 = Monday). We therefore rewrite the day-of-week field into day NAMES before saffron
+//! sees it, so no number ever reaches saffron's day-of-week parser. saffron has no seconds
+//! field and no macros; both are handled here.
+
+use chrono::{DateTime, Timelike, Utc};
+use cronhook_core::Timestamp;
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A parsed cron expression with second resolution, matched in UTC.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    /// Bit `s` set when second `s` (0-59) matches.
+    seconds: u64,
+    minutes: saffron::Cron,
+}
+
+impl CronExpr {
+    /// Parses an expression; the error is a lowercase reason suitable for an API message.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err("must not be empty".into());
+        }
+        let expanded = expand_macro(trimmed)?;
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        let (seconds, rest) = match fields.len() {
+            5 => (1u64, &fields[..]),
+            6 => (parse_seconds(fields[0])?, &fields[1..]),
+            n => {
+                return Err(format!(
+                    "has {n} fields; expected 5 (minute hour day-of-month month day-of-week) \
+                     or 6 (with leading seconds)"
+                ));
+            }
+        };
+        let dow = translate_day_of_week(rest[4])?;
+        let minute_part = format!("{} {} {} {} {}", rest[0], rest[1], rest[2], rest[3], dow);
+        let minutes: saffron::Cron = minute_part
+            .parse()
+            .map_err(|e| format!("is not a valid cron expression ({e})"))?;
+        if !minutes.any() {
+            return Err("never matches any date (e.g. 30 February)".into());
+        }
+        Ok(Self { seconds, minutes })
+    }
+
+    /// Returns the first matching instant strictly after `t`, or `None` if there is none
+    /// before chrono's last representable year.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let dt = t.to_chrono()?;
+        let minute = dt.with_nanosecond(0)?.with_second(0)?;
+        let sec = dt.second();
+        if self.minutes.contains(minute) {
+            // seconds strictly greater than the current one (t itself may carry millis,
+            // but base + sec <= t, so sec itself is never "after").
+            let later = if sec >= 59 { 0 } else { self.seconds >> (sec + 1) << (sec + 1) };
+            if later != 0 {
+                return Some(from_dt(minute).add_millis(i64::from(later.trailing_zeros()) * 1000));
+            }
+        }
+        let next_minute = self.minutes.next_after(minute)?;
+        Some(from_dt(next_minute).add_millis(i64::from(self.seconds.trailing_zeros()) * 1000))
+    }
+
+    /// Returns whether `t` (a whole second) matches.
+    pub fn matches(&self, t: Timestamp) -> bool {
+        let Some(dt) = t.to_chrono() else { return false };
+        if dt.timestamp_subsec_millis() != 0 {
+            return false;
+        }
+        let minute = dt.with_second(0).and_then(|d| d.with_nanosecond(0));
+        minute.is_some_and(|m| self.minutes.contains(m)) && self.seconds & (1 << dt.second()) != 0
+    }
+}
+
+fn from_dt(dt: DateTime<Utc>) -> Timestamp {
+    Timestamp::from_chrono(dt)
+}
+
+fn expand_macro(s: &str) -> Result<String, String> {
+    if !s.starts_with('@') {
+        return Ok(s.to_owned());
+    }
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        other => {
+            return Err(format!(
+                "unknown macro {other}; known: @yearly @annually @monthly @weekly @daily @midnight @hourly"
+            ));
+        }
+    }
+    .to_owned())
+}
+
+/// Parses a seconds field (`*`, `*/n`, `a`, `a-b`, `a-b/n`, `a/n`, comma lists) into a bitmask.
+fn parse_seconds(field: &str) -> Result<u64, String> {
+    let mut mask = 0u64;
+    for item in field.split(',') {
+        for v in expand_item(item, 0, 59, &|s| s.parse::<u32>().ok())
+            .map_err(|e| format!("seconds field: {e}"))?
+        {
+            mask |= 1 << v;
+        }
+    }
+    Ok(mask)
+}
+
+/// Expands one list item of a numeric field into its values.
+fn expand_item(
+    item: &str,
+    min: u32,
+    max: u32,
+    value: &dyn Fn(&str) -> Option<u32>,
+) -> Result<Vec<u32>, String> {
+    let (base, step) = match item.split_once('/') {
+        Some((b, s)) => {
+            let step: u32 = s.parse().map_err(|_| format!("bad step {s:?}"))?;
+            if step == 0 {
+                return Err("step must be at least 1".into());
+            }
+            (b, step)
+        }
+        None => (item, 1),
+    };
+    let has_step = item.contains('/');
+    let parse = |s: &str| -> Result<u32, String> {
+        let v = value(s).ok_or_else(|| format!("bad value {s:?}"))?;
+        if v < min || v > max {
+            return Err(format!("value {v} out of range {min}-{max}"));
+        }
+        Ok(v)
+    };
+    let (lo, hi) = if base == "*" {
+        (min, max)
+    } else if let Some((a, b)) = base.split_once('-') {
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("range {a}-{b} starts after it ends"));
+        }
+        (a, b)
+    } else {
+        let a = parse(base)?;
+        (a, if has_step { max } else { a })
+    };
+    Ok((lo..=hi).step_by(step as usize).collect())
+}
+
+fn day_value(s: &str) -> Option<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Some(n);
+    }
+    DAY_NAMES
+        .iter()
+        .position(|d| d.eq_ignore_ascii_case(s))
+        .map(|p| p as u32)
+}
+
+/// Rewrites a Unix day-of-week field (0-7, 0 and 7 = Sunday, names) into the names saffron
+/// reads unambiguously. Lists, ranges and steps are expanded here, so saffron only sees
+/// `*`, a list of names, or one `<name>L` / `<name>#n` item.
+fn translate_day_of_week(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok("*".into());
+    }
+    let err = |e: String| format!("day-of-week field: {e}");
+    // Quartz-style "last <day> of month" and "<day>#<n>": one item only (saffron's rule).
+    for marker in ['L', '#'] {
+        if let Some(pos) = field.to_ascii_uppercase().find(marker) {
+            if field == "L" {
+                return Ok("SAT".into()); // Quartz: L alone in day-of-week is the last day, Saturday
+            }
+            let (day, rest) = field.split_at(pos);
+            let d = day_value(day)
+                .filter(|d| *d <= 7)
+                .ok_or_else(|| err(format!("bad value {day:?}")))?;
+            return Ok(format!("{}{}", DAY_NAMES[(d % 7) as usize], rest.to_ascii_uppercase()));
+        }
+    }
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        for d in expand_item(item, 0, 7, &day_value).map_err(err)? {
+            days[(d % 7) as usize] = true;
+        }
+    }
+    let names: Vec<&str> = (0..7).filter(|d| days[*d]).map(|d| DAY_NAMES[d]).collect();
+    Ok(names.join(","))
+}
+
+#[cfg(test)]
+mod tests;

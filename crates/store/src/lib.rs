@@ -1,0 +1,162 @@
+//! Durable state of cronhook behind three traits: [`ScheduleStore`] (the API's
+//! schedules), [`TickStore`] (the planner's outbox and tick ledger, fenced by shard epochs)
+//! and [`RunStore`] (the worker's runs and attempts).
+//!
+//! Two implementations: [`PgStore`] (Postgres, the distributed mode) and [`SqliteStore`]
+//! (the embedded mode). Both pass the same conformance suite (`tests/conformance.rs`).
+//! This crate owns the schema and its migrations; it decides nothing about *when* things
+//! fire, and never reads the clock except through [`TickStore::now`].
+
+mod error;
+mod postgres;
+mod rows;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cronhook_core::{
+    Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp,
+};
+
+pub use error::{Error, Result};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use types::{AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunFilter};
+
+/// Schedules as the API reads and writes them.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Stores a new schedule. Fails with `AlreadyExists` when the id is taken.
+    async fn insert_schedule(&self, s: &Schedule) -> Result<()>;
+
+    /// Returns one schedule of `project`, or `NotFound`.
+    async fn get_schedule(&self, project: &ProjectId, id: ScheduleId) -> Result<Schedule>;
+
+    /// Returns up to `limit` schedules with an id greater than `after`, in id order.
+    async fn list_schedules(
+        &self,
+        project: &ProjectId,
+        state: Option<ScheduleState>,
+        after: Option<ScheduleId>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>>;
+
+    /// Replaces the user-controlled fields, state and (per `next_fire`) the next fire time
+    /// of `s`, if the stored version equals `expected_version`; the version becomes
+    /// `expected_version + 1`. Fails with `Conflict` on a stale version, `NotFound` if gone.
+    async fn update_schedule(&self, s: &Schedule, expected_version: i64, next_fire: NextFire) -> Result<Schedule>;
+
+    /// Deletes a schedule (when `expected_version` is set, only at that version). Its
+    /// ticks not yet run are cancelled in the ledger; runs and attempts stay.
+    async fn delete_schedule(&self, project: &ProjectId, id: ScheduleId, expected_version: Option<i64>) -> Result<()>;
+}
+
+/// The planner's side: due schedules, the tick outbox and the fencing of shards.
+#[async_trait]
+pub trait TickStore: Send + Sync + 'static {
+    /// Returns the database's clock (DESIGN.md invariant 7: planners never trust only their own).
+    async fn now(&self) -> Result<Timestamp>;
+
+    /// Returns the cluster's fixed shard count (stored, so every node agrees).
+    async fn shard_count(&self) -> Result<u32>;
+
+    /// Returns the highest epoch recorded for any shard (0 when none).
+    async fn max_epoch(&self) -> Result<i64>;
+
+    /// Records that `owner` holds `shard` at `epoch`. Succeeds only if the stored epoch is
+    /// lower or equal; returns `false` (and changes nothing) when a newer epoch is stored.
+    async fn claim_shard(&self, shard: u32, epoch: i64, owner: &str) -> Result<bool>;
+
+    /// Returns up to `limit` active schedules of `shards` whose next fire time is at or
+    /// before `horizon`, oldest first.
+    async fn due_schedules(&self, shards: &[u32], horizon: Timestamp, limit: u32) -> Result<Vec<Schedule>>;
+
+    /// In one transaction: checks that `shard` is still at `epoch` (else `Fenced`), then for
+    /// each planned schedule whose next fire time and version are still the expected ones,
+    /// records its ticks (ignoring ids already recorded) and advances it. Schedules that
+    /// changed meanwhile are left alone (they are re-planned from their new state).
+    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome>;
+
+    /// Records a tick outside any plan (a manual trigger) in state `planned`.
+    async fn insert_tick(&self, tick: &Tick) -> Result<()>;
+
+    /// Returns up to `limit` ticks of `shards` in state `planned` (the outbox), oldest first,
+    /// rebuilt with their schedule's current request.
+    async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>>;
+
+    /// Returns up to `limit` ticks of `shards` in state `published` since before `before`
+    /// with no run row: candidates for republication (reconciliation).
+    async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>>;
+
+    /// Returns up to `limit` ticks of `shards` that are not final and whose run is absent or
+    /// not final: everything a fresh in-memory queue must receive again after a restart.
+    async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>>;
+
+    /// Marks ticks as published at `at` (only those still `planned`; a later state wins).
+    async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
+}
+
+/// The worker's side: runs and attempts.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Creates the run of `tick` (unique on the tick id) or returns the existing one.
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun>;
+
+    /// Stores one attempt and the run's new status in one transaction; when the status is
+    /// final, the tick's ledger state follows (delivered / failed / cancelled).
+    async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()>;
+
+    /// Returns a run and its attempts (oldest first), or `NotFound`.
+    async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)>;
+
+    /// Returns runs matching `filter`, newest nominal time first.
+    async fn list_runs(&self, project: &ProjectId, filter: &RunFilter) -> Result<Vec<Run>>;
+}
+
+/// The three stores of one backend, shared by the roles of a process.
+#[derive(Clone)]
+pub struct Stores {
+    /// Schedules.
+    pub schedules: Arc<dyn ScheduleStore>,
+    /// Ticks and shards.
+    pub ticks: Arc<dyn TickStore>,
+    /// Runs and attempts.
+    pub runs: Arc<dyn RunStore>,
+}
+
+impl Stores {
+    fn from_backend<S: ScheduleStore + TickStore + RunStore>(s: S) -> Self {
+        let s = Arc::new(s);
+        Self { schedules: s.clone(), ticks: s.clone(), runs: s }
+    }
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`
+    Postgres,
+    /// `sqlite:` or a file path
+    Sqlite,
+}
+
+impl Backend {
+    /// Returns the backend of a database URL.
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// Opens (and migrates) the store at `url`: a Postgres URL, or a SQLite URL / file path.
+pub async fn open(url: &str, shard_count: u32) -> Result<Stores> {
+    Ok(match Backend::of(url) {
+        Backend::Postgres => Stores::from_backend(PgStore::connect(url, shard_count).await?),
+        Backend::Sqlite => Stores::from_backend(SqliteStore::open(url, shard_count).await?),
+    })
+}

@@ -1,0 +1,619 @@
+//! Postgres implementation (distributed mode). Instants are `TIMESTAMPTZ`, JSON is `JSONB`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cronhook_core::{
+    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState,
+    Timestamp,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::rows::{corrupt, safe, tick_state_for, to_json, AttemptRow, RunRow, ScheduleRow, TickRow};
+use crate::{
+    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore,
+    ScheduleStore, TickStore,
+};
+
+/// Stores everything in Postgres.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn dt(t: Timestamp) -> DateTime<Utc> {
+    t.to_chrono().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+fn ms(row: &PgRow, col: &str) -> Result<i64> {
+    Ok(row.try_get::<DateTime<Utc>, _>(col)?.timestamp_millis())
+}
+
+fn ms_opt(row: &PgRow, col: &str) -> Result<Option<i64>> {
+    Ok(row.try_get::<Option<DateTime<Utc>>, _>(col)?.map(|d| d.timestamp_millis()))
+}
+
+fn shard_list(shards: &[u32]) -> Vec<i32> {
+    shards.iter().map(|s| *s as i32).collect()
+}
+
+const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, state, state_reason, next_fire_at, \
+                             runs_left, version, shard, created_at, updated_at";
+const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
+                         t.schedule_version, t.shard, t.epoch, s.definition::text AS definition";
+const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+                        attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at";
+
+fn schedule_row(r: &PgRow) -> Result<Schedule> {
+    ScheduleRow {
+        project_id: r.try_get("project_id")?,
+        id: r.try_get("id")?,
+        definition: r.try_get("definition")?,
+        state: r.try_get("state")?,
+        state_reason: r.try_get("state_reason")?,
+        next_fire_at: ms_opt(r, "next_fire_at")?,
+        runs_left: r.try_get("runs_left")?,
+        version: r.try_get("version")?,
+        shard: i64::from(r.try_get::<i32, _>("shard")?),
+        created_at: ms(r, "created_at")?,
+        updated_at: ms(r, "updated_at")?,
+    }
+    .into_domain()
+}
+
+fn tick_row(r: &PgRow) -> Result<Tick> {
+    TickRow {
+        project_id: r.try_get("project_id")?,
+        id: r.try_get("id")?,
+        schedule_id: r.try_get("schedule_id")?,
+        nominal_time: ms(r, "nominal_time")?,
+        fire_time: ms(r, "fire_time")?,
+        trigger: r.try_get("trigger")?,
+        schedule_version: r.try_get("schedule_version")?,
+        shard: i64::from(r.try_get::<i32, _>("shard")?),
+        epoch: r.try_get("epoch")?,
+        definition: r.try_get("definition")?,
+    }
+    .into_domain()
+}
+
+fn run_row(r: &PgRow) -> Result<Run> {
+    RunRow {
+        project_id: r.try_get("project_id")?,
+        id: r.try_get("id")?,
+        tick_id: r.try_get("tick_id")?,
+        schedule_id: r.try_get("schedule_id")?,
+        nominal_time: ms(r, "nominal_time")?,
+        schedule_version: r.try_get("schedule_version")?,
+        trigger: r.try_get("trigger")?,
+        status: r.try_get("status")?,
+        attempt_count: i64::from(r.try_get::<i32, _>("attempt_count")?),
+        http_status: r.try_get::<Option<i32>, _>("http_status")?.map(i64::from),
+        last_error: r.try_get("last_error")?,
+        created_at: ms(r, "created_at")?,
+        started_at: ms_opt(r, "started_at")?,
+        finished_at: ms_opt(r, "finished_at")?,
+        next_attempt_at: ms_opt(r, "next_attempt_at")?,
+    }
+    .into_domain()
+}
+
+fn attempt_row(r: &PgRow) -> Result<Attempt> {
+    AttemptRow {
+        run_id: r.try_get("run_id")?,
+        number: i64::from(r.try_get::<i32, _>("number")?),
+        started_at: ms(r, "started_at")?,
+        duration_ms: r.try_get("duration_ms")?,
+        method: r.try_get("method")?,
+        url: r.try_get("url")?,
+        request_headers: r.try_get("request_headers")?,
+        request_body_size: r.try_get("request_body_size")?,
+        request_body_sha256: r.try_get("request_body_sha256")?,
+        response_status: r.try_get::<Option<i32>, _>("response_status")?.map(i64::from),
+        response_headers: r.try_get("response_headers")?,
+        response_body: r.try_get("response_body")?,
+        response_body_truncated: r.try_get("response_body_truncated")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        lateness_ms: r.try_get("lateness_ms")?,
+    }
+    .into_domain()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+impl PgStore {
+    /// Connects, runs migrations, and records `shard_count` if the cluster has none yet.
+    pub async fn connect(url: &str, shard_count: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Self::from_pool(pool, shard_count).await
+    }
+
+    /// Uses an existing pool (migrating it first).
+    pub async fn from_pool(pool: PgPool, shard_count: u32) -> Result<Self> {
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let store = Self { pool };
+        store.init_shards(shard_count).await?;
+        Ok(store)
+    }
+
+    async fn init_shards(&self, shard_count: u32) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO cluster_settings (key, value) VALUES ('shard_count', $1) ON CONFLICT DO NOTHING")
+            .bind(shard_count.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM cluster_settings WHERE key = 'shard_count'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let n: i32 = stored.parse().map_err(|_| corrupt("cluster_settings.shard_count", &stored))?;
+        if n as u32 != shard_count {
+            tracing::warn!(configured = shard_count, stored = n, "shard count is fixed at cluster creation; using the stored one");
+        }
+        sqlx::query("INSERT INTO shard_leases (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING")
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Returns the pool (for tests and admin queries).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for PgStore {
+    async fn insert_schedule(&self, s: &Schedule) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
+             version, shard, created_at, updated_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(s.project_id.as_str())
+        .bind(s.id.as_uuid())
+        .bind(&s.def.name)
+        .bind(to_json(&s.def)?)
+        .bind(s.state.as_str())
+        .bind(&s.state_reason)
+        .bind(s.next_fire_at.map(dt))
+        .bind(s.runs_left.map(|n| n as i64))
+        .bind(s.version)
+        .bind(s.shard as i32)
+        .bind(dt(s.created_at))
+        .bind(dt(s.updated_at))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!("schedule {}", s.id))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_schedule(&self, project: &ProjectId, id: ScheduleId) -> Result<Schedule> {
+        let row = sqlx::query(safe(format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE project_id = $1 AND id = $2")))
+            .bind(project.as_str())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("schedule {id}")))?;
+        schedule_row(&row)
+    }
+
+    async fn list_schedules(
+        &self,
+        project: &ProjectId,
+        state: Option<ScheduleState>,
+        after: Option<ScheduleId>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE project_id = $1 AND ($2::text IS NULL OR state = $2) \
+             AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4"
+        )))
+        .bind(project.as_str())
+        .bind(state.map(ScheduleState::as_str))
+        .bind(after.map(|a| *a.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_row).collect()
+    }
+
+    async fn update_schedule(&self, s: &Schedule, expected_version: i64, next_fire: NextFire) -> Result<Schedule> {
+        let (set_next, next) = match next_fire {
+            NextFire::Keep => (false, None),
+            NextFire::Set(t) => (true, t),
+        };
+        let row = sqlx::query(safe(format!(
+            "UPDATE schedules SET name = $3, definition = $4::jsonb, state = $5, state_reason = $6, \
+             next_fire_at = CASE WHEN $7 THEN $8 ELSE next_fire_at END, \
+             runs_left = CASE WHEN $7 THEN $9 ELSE runs_left END, \
+             version = version + 1, updated_at = $10 \
+             WHERE project_id = $1 AND id = $2 AND version = $11 RETURNING {SCHEDULE_COLS}"
+        )))
+        .bind(s.project_id.as_str())
+        .bind(s.id.as_uuid())
+        .bind(&s.def.name)
+        .bind(to_json(&s.def)?)
+        .bind(s.state.as_str())
+        .bind(&s.state_reason)
+        .bind(set_next)
+        .bind(next.map(dt))
+        .bind(s.runs_left.map(|n| n as i64))
+        .bind(dt(s.updated_at))
+        .bind(expected_version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => schedule_row(&r),
+            None => {
+                let current = self.get_schedule(&s.project_id, s.id).await?;
+                Err(Error::Conflict(format!(
+                    "schedule {} changed: etag is {}, not {expected_version}; read it again",
+                    s.id, current.version
+                )))
+            }
+        }
+    }
+
+    async fn delete_schedule(&self, project: &ProjectId, id: ScheduleId, expected_version: Option<i64>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM schedules WHERE project_id = $1 AND id = $2 AND ($3::bigint IS NULL OR version = $3) \
+             RETURNING version",
+        )
+        .bind(project.as_str())
+        .bind(id.as_uuid())
+        .bind(expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if deleted.is_none() {
+            drop(tx);
+            let current = self.get_schedule(project, id).await?;
+            return Err(Error::Conflict(format!(
+                "schedule {id} changed: etag is {}, not {}; read it again",
+                current.version,
+                expected_version.unwrap_or_default()
+            )));
+        }
+        sqlx::query(
+            "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = now() \
+             WHERE schedule_id = $1 AND state IN ('planned', 'published') \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+        )
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TickStore for PgStore {
+    async fn now(&self) -> Result<Timestamp> {
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&self.pool).await?;
+        Ok(Timestamp::from_chrono(now))
+    }
+
+    async fn shard_count(&self) -> Result<u32> {
+        let v: String = sqlx::query_scalar("SELECT value FROM cluster_settings WHERE key = 'shard_count'")
+            .fetch_one(&self.pool)
+            .await?;
+        v.parse().map_err(|_| corrupt("cluster_settings.shard_count", &v))
+    }
+
+    async fn max_epoch(&self) -> Result<i64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT max(epoch) FROM shard_leases").fetch_one(&self.pool).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn claim_shard(&self, shard: u32, epoch: i64, owner: &str) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE shard_leases SET epoch = $2, owner = $3, claimed_at = now() WHERE shard = $1 AND epoch <= $2",
+        )
+        .bind(shard as i32)
+        .bind(epoch)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn due_schedules(&self, shards: &[u32], horizon: Timestamp, limit: u32) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE state = 'active' AND shard = ANY($1) \
+             AND next_fire_at <= $2 ORDER BY next_fire_at LIMIT $3"
+        )))
+        .bind(shard_list(shards))
+        .bind(dt(horizon))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_row).collect()
+    }
+
+    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // Fencing (DESIGN.md invariant 4): the row lock taken here is held until commit, so a
+        // concurrent claim with a newer epoch waits for us, and we fail once it committed.
+        let fenced = sqlx::query("UPDATE shard_leases SET last_write_at = now() WHERE shard = $1 AND epoch = $2")
+            .bind(shard as i32)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 0;
+        if fenced {
+            return Err(Error::Fenced { shard, epoch });
+        }
+        let mut out = PlanOutcome::default();
+        for p in plan {
+            let advanced = sqlx::query(
+                "UPDATE schedules SET next_fire_at = $4, runs_left = $5, \
+                 state = CASE WHEN $4 IS NULL THEN 'completed' ELSE state END, \
+                 state_reason = CASE WHEN $4 IS NULL THEN 'no more fire times' ELSE state_reason END \
+                 WHERE project_id = $1 AND id = $2 AND version = $3 AND next_fire_at = $6 AND state = 'active'",
+            )
+            .bind(p.project_id.as_str())
+            .bind(p.schedule_id.as_uuid())
+            .bind(p.expected_version)
+            .bind(p.new_next.map(dt))
+            .bind(p.runs_left.map(|n| n as i64))
+            .bind(dt(p.expected_next))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !advanced {
+                out.stale += 1;
+                continue;
+            }
+            out.advanced += 1;
+            for chunk in p.ticks.chunks(1000) {
+                let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                    "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
+                     schedule_version, shard, epoch, state, reason, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, t| {
+                    b.push_bind(p.project_id.as_str())
+                        .push_bind(*t.id.as_uuid())
+                        .push_bind(*p.schedule_id.as_uuid())
+                        .push_bind(dt(t.nominal_time))
+                        .push_bind(dt(t.fire_time))
+                        .push_bind("scheduled")
+                        .push_bind(p.expected_version)
+                        .push_bind(shard as i32)
+                        .push_bind(epoch)
+                        .push_bind(t.state.as_str())
+                        .push_bind(t.reason.clone())
+                        .push("now()")
+                        .push("now()");
+                });
+                qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id, state");
+                for r in qb.build().fetch_all(&mut *tx).await? {
+                    let state: String = r.try_get("state")?;
+                    if state == TickState::Planned.as_str() {
+                        out.new_ticks.push(TickId::from_uuid(r.try_get("id")?));
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn insert_tick(&self, t: &Tick) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
+             shard, epoch, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now()) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(t.project_id.as_str())
+        .bind(t.id.as_uuid())
+        .bind(t.schedule_id.as_uuid())
+        .bind(dt(t.nominal_time))
+        .bind(dt(t.fire_time))
+        .bind(t.trigger.as_str())
+        .bind(t.schedule_version)
+        .bind(t.shard as i32)
+        .bind(t.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
+             WHERE t.shard = ANY($1) AND t.state = 'planned' ORDER BY t.fire_time LIMIT $2"
+        )))
+        .bind(shard_list(shards))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
+             WHERE t.shard = ANY($1) AND t.state = 'published' AND t.published_at < $2 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT $3"
+        )))
+        .bind(shard_list(shards))
+        .bind(dt(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
+             WHERE t.shard = ANY($1) AND t.state IN ('planned', 'published') \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id \
+                             AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+             ORDER BY t.fire_time, t.id LIMIT $2"
+        )))
+        .bind(shard_list(shards))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+        sqlx::query(
+            "UPDATE ticks SET state = 'published', published_at = $2, updated_at = $2 \
+             WHERE id = ANY($1) AND state IN ('planned', 'published')",
+        )
+        .bind(ids)
+        .bind(dt(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RunStore for PgStore {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
+        let inserted = sqlx::query(safe(format!(
+            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) ON CONFLICT (tick_id) DO NOTHING \
+             RETURNING {RUN_COLS}"
+        )))
+        .bind(tick.project_id.as_str())
+        .bind(run_id.as_uuid())
+        .bind(tick.id.as_uuid())
+        .bind(tick.schedule_id.as_uuid())
+        .bind(dt(tick.nominal_time))
+        .bind(tick.schedule_version)
+        .bind(tick.trigger.as_str())
+        .bind(dt(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = inserted {
+            return Ok(BeginRun::Started(run_row(&r)?));
+        }
+        let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = $1")))
+            .bind(tick.id.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+        let run = run_row(&r)?;
+        Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
+    }
+
+    async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
+        let a = &rec.attempt;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
+             request_body_size, request_body_sha256, response_status, response_headers, response_body, \
+             response_body_truncated, error_code, error_message, lateness_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17) \
+             ON CONFLICT (run_id, number) DO NOTHING",
+        )
+        .bind(rec.project_id.as_str())
+        .bind(a.run_id.as_uuid())
+        .bind(a.number as i32)
+        .bind(dt(a.started_at))
+        .bind(a.duration_ms)
+        .bind(&a.method)
+        .bind(&a.url)
+        .bind(to_json(&a.request_headers)?)
+        .bind(a.request_body_size as i64)
+        .bind(&a.request_body_sha256)
+        .bind(a.response_status.map(i32::from))
+        .bind(to_json(&a.response_headers)?)
+        .bind(&a.response_body)
+        .bind(a.response_body_truncated)
+        .bind(&a.error_code)
+        .bind(&a.error_message)
+        .bind(a.lateness_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET status = $2, attempt_count = GREATEST(attempt_count, $3), http_status = $4, \
+             last_error = $5, started_at = COALESCE(started_at, $6), finished_at = $7, next_attempt_at = $8 \
+             WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(a.run_id.as_uuid())
+        .bind(rec.status.as_str())
+        .bind(a.number as i32)
+        .bind(a.response_status.map(i32::from))
+        .bind(a.error_message.as_ref().map(|m| format!("{}: {m}", a.error_code.as_deref().unwrap_or("error"))))
+        .bind(dt(a.started_at))
+        .bind(rec.finished_at.map(dt))
+        .bind(rec.next_attempt_at.map(dt))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(state) = tick_state_for(rec.status) {
+            sqlx::query("UPDATE ticks SET state = $2, updated_at = now() WHERE id = $1")
+                .bind(rec.tick_id.as_uuid())
+                .bind(state)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)> {
+        let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = $1 AND id = $2")))
+            .bind(project.as_str())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("run {id}")))?;
+        let attempts = sqlx::query(
+            "SELECT run_id, number, started_at, duration_ms, method, url, request_headers::text AS request_headers, \
+             request_body_size, request_body_sha256, response_status, response_headers::text AS response_headers, \
+             response_body, response_body_truncated, error_code, error_message, lateness_ms \
+             FROM attempts WHERE run_id = $1 ORDER BY number",
+        )
+        .bind(id.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((run_row(&r)?, attempts.iter().map(attempt_row).collect::<Result<_>>()?))
+    }
+
+    async fn list_runs(&self, project: &ProjectId, f: &RunFilter) -> Result<Vec<Run>> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
+        qb.push_bind(project.as_str());
+        if let Some(s) = f.schedule_id {
+            qb.push(" AND schedule_id = ").push_bind(*s.as_uuid());
+        }
+        if !f.statuses.is_empty() {
+            let st: Vec<&str> = f.statuses.iter().map(|s| RunStatus::as_str(*s)).collect();
+            qb.push(" AND status = ANY(").push_bind(st).push(")");
+        }
+        if let Some(t) = f.from {
+            qb.push(" AND nominal_time >= ").push_bind(dt(t));
+        }
+        if let Some(t) = f.to {
+            qb.push(" AND nominal_time < ").push_bind(dt(t));
+        }
+        if let Some((t, id)) = f.before {
+            qb.push(" AND (nominal_time, id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
+        }
+        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(run_row).collect()
+    }
+}

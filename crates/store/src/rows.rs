@@ -1,0 +1,205 @@
+//! Backend-neutral row shapes and their conversion to domain types, shared by both
+//! backends so a row means the same thing whichever database it came from.
+
+use cronhook_core::{
+    Attempt, NewSchedule, ProjectId, RecordedHeader, Run, RunId, RunStatus, Schedule, ScheduleId,
+    ScheduleState, Tick, TickId, Timestamp, TriggerKind,
+};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+pub(crate) fn corrupt(what: &str, value: &str) -> Error {
+    Error::Corrupt(format!("{what}: {value:?}"))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
+fn project(s: String) -> Result<ProjectId> {
+    ProjectId::new(&s).map_err(|_| corrupt("project_id", &s))
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn u32_of(what: &str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+/// A schedules row.
+pub(crate) struct ScheduleRow {
+    pub project_id: String,
+    pub id: Uuid,
+    pub definition: String,
+    pub state: String,
+    pub state_reason: String,
+    pub next_fire_at: Option<i64>,
+    pub runs_left: Option<i64>,
+    pub version: i64,
+    pub shard: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ScheduleRow {
+    pub(crate) fn into_domain(self) -> Result<Schedule> {
+        Ok(Schedule {
+            id: ScheduleId::from_uuid(self.id),
+            project_id: project(self.project_id)?,
+            def: from_json::<NewSchedule>("schedules.definition", &self.definition)?,
+            state: ScheduleState::parse(&self.state).ok_or_else(|| corrupt("schedules.state", &self.state))?,
+            state_reason: self.state_reason,
+            next_fire_at: self.next_fire_at.map(ts),
+            version: self.version,
+            shard: u32_of("schedules.shard", self.shard)?,
+            runs_left: self.runs_left.map(|n| n.max(0) as u64),
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+        })
+    }
+}
+
+/// A ticks row joined with its schedule's definition.
+pub(crate) struct TickRow {
+    pub project_id: String,
+    pub id: Uuid,
+    pub schedule_id: Uuid,
+    pub nominal_time: i64,
+    pub fire_time: i64,
+    pub trigger: String,
+    pub schedule_version: i64,
+    pub shard: i64,
+    pub epoch: i64,
+    pub definition: String,
+}
+
+impl TickRow {
+    pub(crate) fn into_domain(self) -> Result<Tick> {
+        let def = from_json::<NewSchedule>("schedules.definition", &self.definition)?;
+        Ok(Tick {
+            id: TickId::from_uuid(self.id),
+            project_id: project(self.project_id)?,
+            schedule_id: ScheduleId::from_uuid(self.schedule_id),
+            schedule_version: self.schedule_version,
+            nominal_time: ts(self.nominal_time),
+            fire_time: ts(self.fire_time),
+            trigger: TriggerKind::parse(&self.trigger).ok_or_else(|| corrupt("ticks.trigger", &self.trigger))?,
+            target: def.target,
+            retry: def.retry,
+            shard: u32_of("ticks.shard", self.shard)?,
+            epoch: self.epoch,
+        })
+    }
+}
+
+/// A runs row.
+pub(crate) struct RunRow {
+    pub project_id: String,
+    pub id: Uuid,
+    pub tick_id: Uuid,
+    pub schedule_id: Uuid,
+    pub nominal_time: i64,
+    pub schedule_version: i64,
+    pub trigger: String,
+    pub status: String,
+    pub attempt_count: i64,
+    pub http_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}
+
+impl RunRow {
+    pub(crate) fn into_domain(self) -> Result<Run> {
+        Ok(Run {
+            id: RunId::from_uuid(self.id),
+            project_id: project(self.project_id)?,
+            schedule_id: ScheduleId::from_uuid(self.schedule_id),
+            tick_id: TickId::from_uuid(self.tick_id),
+            nominal_time: ts(self.nominal_time),
+            schedule_version: self.schedule_version,
+            trigger: TriggerKind::parse(&self.trigger).ok_or_else(|| corrupt("runs.trigger", &self.trigger))?,
+            status: RunStatus::parse(&self.status).ok_or_else(|| corrupt("runs.status", &self.status))?,
+            attempt_count: u32_of("runs.attempt_count", self.attempt_count)?,
+            http_status: self.http_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: self.last_error,
+            created_at: ts(self.created_at),
+            started_at: self.started_at.map(ts),
+            finished_at: self.finished_at.map(ts),
+            next_attempt_at: self.next_attempt_at.map(ts),
+        })
+    }
+}
+
+/// An attempts row.
+pub(crate) struct AttemptRow {
+    pub run_id: Uuid,
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub method: String,
+    pub url: String,
+    pub request_headers: String,
+    pub request_body_size: i64,
+    pub request_body_sha256: String,
+    pub response_status: Option<i64>,
+    pub response_headers: String,
+    pub response_body: Vec<u8>,
+    pub response_body_truncated: bool,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub lateness_ms: i64,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_domain(self) -> Result<Attempt> {
+        Ok(Attempt {
+            run_id: RunId::from_uuid(self.run_id),
+            number: u32_of("attempts.number", self.number)?,
+            started_at: ts(self.started_at),
+            duration_ms: self.duration_ms,
+            method: self.method,
+            url: self.url,
+            request_headers: from_json::<Vec<RecordedHeader>>("attempts.request_headers", &self.request_headers)?,
+            request_body_size: self.request_body_size.max(0) as u64,
+            request_body_sha256: self.request_body_sha256,
+            response_status: self.response_status.and_then(|s| u16::try_from(s).ok()),
+            response_headers: from_json::<Vec<RecordedHeader>>("attempts.response_headers", &self.response_headers)?,
+            response_body: self.response_body,
+            response_body_truncated: self.response_body_truncated,
+            error_code: self.error_code,
+            error_message: self.error_message,
+            lateness_ms: self.lateness_ms,
+        })
+    }
+}
+
+/// Returns the ledger state a final run status puts its tick in.
+pub(crate) fn tick_state_for(status: RunStatus) -> Option<&'static str> {
+    match status {
+        RunStatus::Succeeded => Some("delivered"),
+        RunStatus::Failed => Some("failed"),
+        RunStatus::Cancelled => Some("cancelled"),
+        RunStatus::Pending | RunStatus::Running => None,
+    }
+}
+
+/// Returns the first attempt's start for a run row update (kept once set).
+pub(crate) fn i64_opt(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::as_millis)
+}
+
+/// Marks a statement built from our own constant column lists (never from input: every
+/// value is bound) as safe for sqlx 0.9's injection check.
+pub(crate) fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}

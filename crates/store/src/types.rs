@@ -1,0 +1,102 @@
+use cronhook_core::{
+    Attempt, ProjectId, Run, RunId, RunStatus, ScheduleId, TickId, TickState, Timestamp,
+};
+
+/// What an update does to the stored next fire time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextFire {
+    /// Leave it (the planner may have advanced it since the caller read it).
+    Keep,
+    /// Set it (the spec changed, or the schedule resumed).
+    Set(Option<Timestamp>),
+}
+
+/// One tick decided by the planner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTick {
+    /// Deterministic id.
+    pub id: TickId,
+    /// Nominal fire time.
+    pub nominal_time: Timestamp,
+    /// Nominal time plus jitter.
+    pub fire_time: Timestamp,
+    /// `Planned` (to publish), or a final decision such as `Missed` or `Skipped`.
+    pub state: TickState,
+    /// Why, for final decisions.
+    pub reason: Option<String>,
+}
+
+/// The planner's decision for one schedule in one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSchedule {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The schedule.
+    pub schedule_id: ScheduleId,
+    /// Version the plan was computed from (the advance is skipped if it changed).
+    pub expected_version: i64,
+    /// Next fire time the plan started from (the advance is skipped if it changed).
+    pub expected_next: Timestamp,
+    /// The new next fire time (`None`: no more fire times).
+    pub new_next: Option<Timestamp>,
+    /// The new count of runs left.
+    pub runs_left: Option<u64>,
+    /// Ticks to record.
+    pub ticks: Vec<PlannedTick>,
+}
+
+/// What [`crate::TickStore::commit_plan`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOutcome {
+    /// Schedules advanced.
+    pub advanced: usize,
+    /// Schedules skipped because they changed since they were read.
+    pub stale: usize,
+    /// Ids of newly recorded ticks in state `planned` (to publish now).
+    pub new_ticks: Vec<TickId>,
+}
+
+/// What [`crate::RunStore::begin_run`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeginRun {
+    /// The run was created now: deliver it.
+    Started(Run),
+    /// A run exists and is not final (its worker crashed): resume with the next attempt.
+    Resume(Run),
+    /// A run exists and is final: acknowledge the tick, send nothing.
+    Done(Run),
+}
+
+/// One attempt and the run's state after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// Owning project.
+    pub project_id: ProjectId,
+    /// The run's tick.
+    pub tick_id: TickId,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The run's status after it.
+    pub status: RunStatus,
+    /// When the next attempt is due, if one will follow.
+    pub next_attempt_at: Option<Timestamp>,
+    /// When the run ended, if it did.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only this schedule's runs.
+    pub schedule_id: Option<ScheduleId>,
+    /// Only these statuses (empty: all).
+    pub statuses: Vec<RunStatus>,
+    /// Nominal time at or after.
+    pub from: Option<Timestamp>,
+    /// Nominal time before.
+    pub to: Option<Timestamp>,
+    /// Page cursor: only runs strictly older than this (nominal time, run id).
+    pub before: Option<(Timestamp, RunId)>,
+    /// Page size.
+    pub limit: u32,
+}

@@ -1,0 +1,468 @@
+//! The one conformance suite of the stores: every test runs unchanged against SQLite and
+//! against a real Postgres (a fresh database on the server scripts/test.sh starts).
+
+use std::collections::HashSet;
+
+use cronhook_core::{
+    Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, RunId,
+    RunStatus, Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, TickState, Timestamp,
+    TriggerKind,
+};
+use cronhook_store::{
+    AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores,
+};
+
+const SHARDS: u32 = 4;
+
+async fn sqlite_stores() -> (Stores, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.db");
+    let s = cronhook_store::open(path.to_str().unwrap(), SHARDS).await.unwrap();
+    (s, dir)
+}
+
+async fn pg_stores() -> (Stores, ()) {
+    let url = cronhook_test_utils::postgres::fresh_database_url().await.unwrap();
+    (cronhook_store::open(&url, SHARDS).await.unwrap(), ())
+}
+
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (s, _dir) = super::sqlite_stores().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (s, _) = super::pg_stores().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    schedule_crud_and_optimistic_concurrency,
+    projects_are_isolated,
+    update_can_keep_the_planners_next_fire_time,
+    plan_commit_is_idempotent_and_fenced,
+    outbox_publish_and_reconcile,
+    run_lifecycle_and_dedup,
+    concurrent_begin_run_creates_one_run,
+    runs_filter_and_paginate_newest_first,
+    delete_cancels_open_ticks,
+);
+
+fn project() -> ProjectId {
+    ProjectId::default_project()
+}
+
+fn schedule(name: &str, next: Option<Timestamp>) -> Schedule {
+    let id = ScheduleId::generate();
+    Schedule {
+        id,
+        project_id: project(),
+        def: NewSchedule {
+            name: name.into(),
+            description: "d".into(),
+            spec: ScheduleSpec {
+                kind: SpecKind::Interval { every_ms: 1000, offset_ms: 0 },
+                time_zone: "UTC".into(),
+                start: None,
+                end: None,
+                remaining_runs: None,
+            },
+            target: HttpTarget {
+                url: "http://127.0.0.1:9/hook".into(),
+                method: HttpMethod::Post,
+                headers: vec![Header { name: "X-A".into(), value: "b".into(), secret: false }],
+                body: b"{\"a\":1}".to_vec(),
+                timeout_ms: 30_000,
+                follow_redirects: false,
+            },
+            retry: RetryPolicy::default(),
+            overlap: OverlapPolicy::Skip,
+            catchup_window_ms: 60_000,
+            jitter_ms: 0,
+            labels: [("team".to_owned(), "core".to_owned())].into(),
+            failure_notification_url: None,
+            auto_pause_after_failures: 0,
+        },
+        state: ScheduleState::Active,
+        state_reason: String::new(),
+        next_fire_at: next,
+        version: 1,
+        shard: id.shard(SHARDS),
+        runs_left: None,
+        created_at: Timestamp::from_millis(1_000),
+        updated_at: Timestamp::from_millis(1_000),
+    }
+}
+
+fn ms(v: i64) -> Timestamp {
+    Timestamp::from_millis(v)
+}
+
+fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
+    Tick {
+        id: TickId::scheduled(s.id, at),
+        project_id: s.project_id.clone(),
+        schedule_id: s.id,
+        schedule_version: s.version,
+        nominal_time: at,
+        fire_time: at,
+        trigger: TriggerKind::Scheduled,
+        target: s.def.target.clone(),
+        retry: s.def.retry.clone(),
+        shard: s.shard,
+        epoch: 1,
+    }
+}
+
+fn plan(s: &Schedule, times: &[i64], next: Option<i64>) -> PlannedSchedule {
+    PlannedSchedule {
+        project_id: s.project_id.clone(),
+        schedule_id: s.id,
+        expected_version: s.version,
+        expected_next: s.next_fire_at.unwrap(),
+        new_next: next.map(ms),
+        runs_left: None,
+        ticks: times
+            .iter()
+            .map(|t| PlannedTick {
+                id: TickId::scheduled(s.id, ms(*t)),
+                nominal_time: ms(*t),
+                fire_time: ms(*t),
+                state: TickState::Planned,
+                reason: None,
+            })
+            .collect(),
+    }
+}
+
+fn attempt(run: RunId, n: u32, status: Option<u16>) -> Attempt {
+    Attempt {
+        run_id: run,
+        number: n,
+        started_at: ms(10_000 + i64::from(n)),
+        duration_ms: 12,
+        method: "POST".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        request_headers: vec![cronhook_core::RecordedHeader { name: "webhook-id".into(), value: "x".into() }],
+        request_body_size: 7,
+        request_body_sha256: "ab".into(),
+        response_status: status,
+        response_headers: vec![],
+        response_body: b"ok".to_vec(),
+        response_body_truncated: false,
+        error_code: status.is_none().then(|| "connect".to_owned()),
+        error_message: status.is_none().then(|| "connection refused".to_owned()),
+        lateness_ms: 3,
+    }
+}
+
+async fn schedule_crud_and_optimistic_concurrency(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    assert!(matches!(st.schedules.insert_schedule(&s).await, Err(Error::AlreadyExists(_))));
+    let got = st.schedules.get_schedule(&project(), s.id).await.unwrap();
+    assert_eq!(got, s, "a schedule survives the round trip unchanged");
+
+    // pagination in id (creation) order
+    let mut ids = vec![s.id];
+    for i in 0..4 {
+        let x = schedule(&format!("s{i}"), Some(ms(5_000)));
+        st.schedules.insert_schedule(&x).await.unwrap();
+        ids.push(x.id);
+    }
+    let p1 = st.schedules.list_schedules(&project(), None, None, 2).await.unwrap();
+    let p2 = st.schedules.list_schedules(&project(), None, Some(p1[1].id), 2).await.unwrap();
+    let p3 = st.schedules.list_schedules(&project(), None, Some(p2[1].id), 2).await.unwrap();
+    let listed: Vec<_> = p1.iter().chain(&p2).chain(&p3).map(|x| x.id).collect();
+    assert_eq!(listed, ids);
+
+    // update with the right version bumps it; a stale one is a conflict and changes nothing
+    let mut changed = got.clone();
+    changed.def.name = "renamed".into();
+    changed.state = ScheduleState::Paused;
+    let updated = st.schedules.update_schedule(&changed, 1, NextFire::Set(None)).await.unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.def.name, "renamed");
+    assert_eq!(updated.next_fire_at, None);
+    let mut stale = got.clone();
+    stale.def.name = "lost update".into();
+    assert!(matches!(st.schedules.update_schedule(&stale, 1, NextFire::Keep).await, Err(Error::Conflict(_))));
+    assert_eq!(st.schedules.get_schedule(&project(), s.id).await.unwrap().def.name, "renamed");
+
+    let paused = st.schedules.list_schedules(&project(), Some(ScheduleState::Paused), None, 10).await.unwrap();
+    assert_eq!(paused.iter().map(|x| x.id).collect::<Vec<_>>(), vec![s.id]);
+
+    assert!(matches!(st.schedules.delete_schedule(&project(), s.id, Some(1)).await, Err(Error::Conflict(_))));
+    st.schedules.delete_schedule(&project(), s.id, Some(2)).await.unwrap();
+    assert!(matches!(st.schedules.get_schedule(&project(), s.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(st.schedules.delete_schedule(&project(), s.id, None).await, Err(Error::NotFound(_))));
+}
+
+async fn projects_are_isolated(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let other = ProjectId::new("other").unwrap();
+    assert!(matches!(st.schedules.get_schedule(&other, s.id).await, Err(Error::NotFound(_))));
+    assert!(st.schedules.list_schedules(&other, None, None, 10).await.unwrap().is_empty());
+    assert!(matches!(st.schedules.delete_schedule(&other, s.id, None).await, Err(Error::NotFound(_))));
+}
+
+async fn update_can_keep_the_planners_next_fire_time(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    assert!(st.ticks.claim_shard(s.shard, 1, "p").await.unwrap());
+    // the planner advances next_fire_at after the API read the schedule
+    st.ticks.commit_plan(s.shard, 1, &[plan(&s, &[5_000], Some(6_000))]).await.unwrap();
+    let mut renamed = s.clone();
+    renamed.def.name = "renamed".into();
+    let u = st.schedules.update_schedule(&renamed, 1, NextFire::Keep).await.unwrap();
+    assert_eq!(u.next_fire_at, Some(ms(6_000)), "a rename must not rewind the planner");
+}
+
+async fn plan_commit_is_idempotent_and_fenced(st: Stores) {
+    assert_eq!(st.ticks.shard_count().await.unwrap(), SHARDS);
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    assert!(st.ticks.claim_shard(s.shard, 7, "p1").await.unwrap());
+    assert_eq!(st.ticks.max_epoch().await.unwrap(), 7);
+
+    let due = st.ticks.due_schedules(&all, ms(6_000), 100).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![s.id]);
+    assert!(st.ticks.due_schedules(&all, ms(4_999), 100).await.unwrap().is_empty());
+    let other_shards: Vec<u32> = all.iter().copied().filter(|x| *x != s.shard).collect();
+    assert!(st.ticks.due_schedules(&other_shards, ms(6_000), 100).await.unwrap().is_empty());
+
+    let p = plan(&s, &[5_000, 6_000], Some(7_000));
+    let out = st.ticks.commit_plan(s.shard, 7, std::slice::from_ref(&p)).await.unwrap();
+    assert_eq!(out.advanced, 1);
+    assert_eq!(out.new_ticks.len(), 2);
+    // the same plan again (a retried or duplicated pass) finds the schedule moved on
+    let again = st.ticks.commit_plan(s.shard, 7, &[p]).await.unwrap();
+    assert_eq!((again.advanced, again.stale, again.new_ticks.len()), (0, 1, 0));
+    let s2 = st.schedules.get_schedule(&project(), s.id).await.unwrap();
+    assert_eq!(s2.next_fire_at, Some(ms(7_000)));
+
+    // a newer owner claims the shard: the old epoch can no longer write
+    assert!(st.ticks.claim_shard(s.shard, 8, "p2").await.unwrap());
+    assert!(!st.ticks.claim_shard(s.shard, 7, "p1").await.unwrap(), "an older epoch cannot reclaim");
+    let p = plan(&s2, &[7_000], Some(8_000));
+    assert!(matches!(st.ticks.commit_plan(s.shard, 7, std::slice::from_ref(&p)).await, Err(Error::Fenced { .. })));
+    assert_eq!(st.schedules.get_schedule(&project(), s.id).await.unwrap().next_fire_at, Some(ms(7_000)));
+    // the new owner re-plans overlapping times: tick ids are deterministic, nothing doubles
+    let p = plan(&s2, &[6_000, 7_000], None);
+    let out = st.ticks.commit_plan(s.shard, 8, &[p]).await.unwrap();
+    assert_eq!(out.new_ticks, vec![TickId::scheduled(s.id, ms(7_000))]);
+    let done = st.schedules.get_schedule(&project(), s.id).await.unwrap();
+    assert_eq!((done.state, done.next_fire_at), (ScheduleState::Completed, None));
+
+    // missed ticks are recorded but never published
+    let m = schedule("m", Some(ms(1_000)));
+    st.schedules.insert_schedule(&m).await.unwrap();
+    st.ticks.claim_shard(m.shard, 9, "p3").await.unwrap();
+    let mut p = plan(&m, &[1_000], Some(2_000));
+    p.ticks[0].state = TickState::Missed;
+    p.ticks[0].reason = Some("outside catch-up window".into());
+    let out = st.ticks.commit_plan(m.shard, 9, &[p]).await.unwrap();
+    assert!(out.new_ticks.is_empty());
+    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().iter().all(|t| t.schedule_id != m.id));
+}
+
+async fn outbox_publish_and_reconcile(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    st.ticks.commit_plan(s.shard, 1, &[plan(&s, &[5_000, 6_000, 7_000], Some(8_000))]).await.unwrap();
+
+    let pending = st.ticks.ticks_to_publish(&all, 100).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    assert_eq!(pending[0], tick_of(&s, ms(5_000)), "a tick is rebuilt with its schedule's request");
+    st.ticks.mark_published(&[pending[0].id, pending[1].id], ms(100_000)).await.unwrap();
+    assert_eq!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().len(), 1);
+
+    // published with no run: reconciliation candidates once the grace period passed
+    assert!(st.ticks.ticks_without_run(&all, ms(100_000), 100).await.unwrap().is_empty());
+    assert_eq!(st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap().len(), 2);
+    let BeginRun::Started(run) = st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002)).await.unwrap() else {
+        panic!("first begin_run must start")
+    };
+    let left = st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap();
+    assert_eq!(left.iter().map(|t| t.id).collect::<Vec<_>>(), vec![pending[1].id]);
+
+    // unfinished: everything not final, including a run in progress
+    assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 3);
+    st.runs
+        .record_attempt(&AttemptRecord {
+            project_id: project(),
+            tick_id: pending[0].id,
+            attempt: attempt(run.id, 1, Some(200)),
+            status: RunStatus::Succeeded,
+            next_attempt_at: None,
+            finished_at: Some(ms(100_010)),
+        })
+        .await
+        .unwrap();
+    let unfinished: HashSet<_> = st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(unfinished, [pending[1].id, pending[2].id].into());
+    // a delivered tick is never set back to published
+    st.ticks.mark_published(&[pending[0].id], ms(100_020)).await.unwrap();
+    assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 2);
+}
+
+async fn run_lifecycle_and_dedup(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let t = tick_of(&s, ms(5_000));
+    st.ticks.insert_tick(&t).await.unwrap();
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001)).await.unwrap() else {
+        panic!("first begin_run must start")
+    };
+    assert_eq!((run.status, run.attempt_count, run.tick_id), (RunStatus::Pending, 0, t.id));
+
+    // attempt 1 fails and a retry is due; the worker crashes; the tick comes back
+    st.runs
+        .record_attempt(&AttemptRecord {
+            project_id: project(),
+            tick_id: t.id,
+            attempt: attempt(run.id, 1, None),
+            status: RunStatus::Running,
+            next_attempt_at: Some(ms(6_000)),
+            finished_at: None,
+        })
+        .await
+        .unwrap();
+    let BeginRun::Resume(resumed) = st.runs.begin_run(&t, RunId::generate(), ms(5_500)).await.unwrap() else {
+        panic!("an unfinished run must be resumed")
+    };
+    assert_eq!((resumed.id, resumed.attempt_count, resumed.status), (run.id, 1, RunStatus::Running));
+    assert_eq!(resumed.last_error.as_deref(), Some("connect: connection refused"));
+    assert_eq!(resumed.next_attempt_at, Some(ms(6_000)));
+
+    // attempt 2 succeeds; recording it twice (a replay) stores it once
+    let rec = AttemptRecord {
+        project_id: project(),
+        tick_id: t.id,
+        attempt: attempt(run.id, 2, Some(200)),
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(6_100)),
+    };
+    st.runs.record_attempt(&rec).await.unwrap();
+    st.runs.record_attempt(&rec).await.unwrap();
+    let (done, attempts) = st.runs.get_run(&project(), run.id).await.unwrap();
+    assert_eq!((done.status, done.attempt_count, done.http_status), (RunStatus::Succeeded, 2, Some(200)));
+    assert_eq!(done.started_at, Some(ms(10_001)));
+    assert_eq!(done.finished_at, Some(ms(6_100)));
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[1], attempt(run.id, 2, Some(200)), "an attempt survives the round trip");
+    assert!(matches!(st.runs.begin_run(&t, RunId::generate(), ms(7_000)).await.unwrap(), BeginRun::Done(_)));
+
+    // a late failure record cannot overwrite a final status
+    let late = AttemptRecord { status: RunStatus::Failed, attempt: attempt(run.id, 3, None), ..rec };
+    st.runs.record_attempt(&late).await.unwrap();
+    assert_eq!(st.runs.get_run(&project(), run.id).await.unwrap().0.status, RunStatus::Succeeded);
+    assert!(matches!(st.runs.get_run(&ProjectId::new("other").unwrap(), run.id).await, Err(Error::NotFound(_))));
+}
+
+async fn concurrent_begin_run_creates_one_run(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    let t = tick_of(&s, ms(5_000));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (runs, t) = (st.runs.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { runs.begin_run(&t, RunId::generate(), ms(5_001)).await }));
+    }
+    let mut started = 0;
+    let mut ids = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            BeginRun::Started(r) => {
+                started += 1;
+                ids.insert(r.id);
+            }
+            BeginRun::Resume(r) | BeginRun::Done(r) => {
+                ids.insert(r.id);
+            }
+        }
+    }
+    assert_eq!(started, 1, "exactly one concurrent begin_run creates the run");
+    assert_eq!(ids.len(), 1, "everyone sees the same run");
+}
+
+async fn runs_filter_and_paginate_newest_first(st: Stores) {
+    let a = schedule("a", Some(ms(5_000)));
+    let b = schedule("b", Some(ms(5_000)));
+    let mut expected_a = Vec::new();
+    for i in 0..7 {
+        for s in [&a, &b] {
+            let t = tick_of(s, ms(10_000 + i * 1000));
+            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1)).await.unwrap() else {
+                panic!()
+            };
+            if i % 2 == 0 {
+                st.runs
+                    .record_attempt(&AttemptRecord {
+                        project_id: project(),
+                        tick_id: t.id,
+                        attempt: attempt(r.id, 1, Some(500)),
+                        status: RunStatus::Failed,
+                        next_attempt_at: None,
+                        finished_at: Some(ms(2)),
+                    })
+                    .await
+                    .unwrap();
+            }
+            if s.id == a.id {
+                expected_a.push(r.id);
+            }
+        }
+    }
+    expected_a.reverse();
+    let mut f = RunFilter { schedule_id: Some(a.id), limit: 3, ..Default::default() };
+    let mut seen = Vec::new();
+    loop {
+        let page = st.runs.list_runs(&project(), &f).await.unwrap();
+        seen.extend(page.iter().map(|r| r.id));
+        if page.len() < 3 {
+            break;
+        }
+        let last = page.last().unwrap();
+        f.before = Some((last.nominal_time, last.id));
+    }
+    assert_eq!(seen, expected_a, "newest first, every run once across pages");
+
+    let failed = RunFilter { statuses: vec![RunStatus::Failed], limit: 100, ..Default::default() };
+    assert_eq!(st.runs.list_runs(&project(), &failed).await.unwrap().len(), 8);
+    let both = RunFilter { statuses: vec![RunStatus::Failed, RunStatus::Pending], limit: 100, ..Default::default() };
+    assert_eq!(st.runs.list_runs(&project(), &both).await.unwrap().len(), 14);
+    let range = RunFilter { from: Some(ms(11_000)), to: Some(ms(13_000)), limit: 100, ..Default::default() };
+    let in_range = st.runs.list_runs(&project(), &range).await.unwrap();
+    assert_eq!(in_range.len(), 4);
+    assert!(in_range.iter().all(|r| r.nominal_time >= ms(11_000) && r.nominal_time < ms(13_000)));
+}
+
+async fn delete_cancels_open_ticks(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    st.ticks.commit_plan(s.shard, 1, &[plan(&s, &[5_000, 6_000], Some(7_000))]).await.unwrap();
+    assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 2);
+    st.schedules.delete_schedule(&project(), s.id, None).await.unwrap();
+    assert!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().is_empty());
+    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().is_empty());
+}
