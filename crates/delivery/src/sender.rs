@@ -1,0 +1,246 @@
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cronhook_core::{Attempt, AttemptOutcome, RecordedHeader, RunId, Tick, Timestamp};
+use sha2::{Digest, Sha256};
+
+use crate::{classify, Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP};
+
+/// Settings of the sender (operator config).
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Response body bytes stored per attempt; the rest is discarded.
+    pub max_response_body: usize,
+    /// Response bytes read (and dropped) past the stored part before giving up on the
+    /// connection, so a huge body cannot hold a worker.
+    pub max_response_drain: usize,
+    /// Idle keep-alive connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            max_response_body: 64 * 1024,
+            max_response_drain: 1024 * 1024,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    /// The record to store.
+    pub attempt: Attempt,
+    /// What it means for the run.
+    pub outcome: AttemptOutcome,
+    /// The target's `Retry-After`, in milliseconds, when it sent one in seconds.
+    pub retry_after_ms: Option<i64>,
+}
+
+/// Sends attempts. Cheap to clone (shares the connection pools).
+#[derive(Clone)]
+pub struct HttpSender {
+    plain: reqwest::Client,
+    redirecting: reqwest::Client,
+    cfg: SenderConfig,
+}
+
+const REDACTED: &str = "[redacted]";
+/// Header names whose values are never stored in clear, whether or not marked secret.
+const ALWAYS_SECRET: &[&str] = &["authorization", "proxy-authorization", "cookie", "x-api-key"];
+
+fn user_agent() -> String {
+    format!("cronhook/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl HttpSender {
+    /// Builds the HTTP clients.
+    pub fn new(cfg: SenderConfig) -> Result<Self, Error> {
+        let build = |redirects: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .connect_timeout(cfg.connect_timeout)
+                .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+                .redirect(redirects)
+                .user_agent(user_agent())
+                .build()
+        };
+        Ok(Self {
+            plain: build(reqwest::redirect::Policy::none())?,
+            redirecting: build(reqwest::redirect::Policy::limited(3))?,
+            cfg,
+        })
+    }
+
+    /// Sends attempt `number` of the run `run_id` of `tick`. Never fails: every failure is
+    /// described in the returned record.
+    pub async fn send(&self, tick: &Tick, run_id: RunId, number: u32) -> SendResult {
+        let t = &tick.target;
+        let started_at = Timestamp::now();
+        let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let client = if t.follow_redirects { &self.redirecting } else { &self.plain };
+        let method = reqwest::Method::from_bytes(t.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+
+        let mut recorded = Vec::with_capacity(t.headers.len() + 3);
+        let mut req = client
+            .request(method, &t.url)
+            .timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
+        for h in &t.headers {
+            req = req.header(&h.name, &h.value);
+            let secret = h.secret || ALWAYS_SECRET.contains(&h.name.to_ascii_lowercase().as_str());
+            recorded.push(RecordedHeader {
+                name: h.name.clone(),
+                value: if secret { REDACTED.to_owned() } else { h.value.clone() },
+            });
+        }
+        // cronhook's own headers go last and replace any user value (validation already
+        // rejects webhook-* names; this is the second line of defence).
+        let ours = [
+            (HEADER_ID, tick.id.to_string()),
+            (HEADER_TIMESTAMP, unix_secs.to_string()),
+            (HEADER_SCHEDULED_AT, tick.nominal_time.to_rfc3339()),
+        ];
+        for (name, value) in &ours {
+            recorded.retain(|h| !h.name.eq_ignore_ascii_case(name));
+            recorded.push(RecordedHeader { name: (*name).to_owned(), value: value.clone() });
+        }
+        let mut req = req.body(t.body.clone());
+        for (name, value) in ours {
+            req = req.header(name, value);
+        }
+
+        let mut attempt = Attempt {
+            run_id,
+            number,
+            started_at,
+            duration_ms: 0,
+            method: t.method.as_str().to_owned(),
+            url: t.url.clone(),
+            request_headers: recorded,
+            request_body_size: t.body.len() as u64,
+            request_body_sha256: hex(&Sha256::digest(&t.body)),
+            response_status: None,
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            response_body_truncated: false,
+            error_code: None,
+            error_message: None,
+            lateness_ms: started_at.millis_since(tick.nominal_time),
+        };
+
+        let clock = Instant::now();
+        let result = match req.send().await {
+            Ok(resp) => self.read_response(resp, &mut attempt).await,
+            Err(e) => {
+                let (code, msg) = describe(&e);
+                attempt.error_code = Some(code.into());
+                attempt.error_message = Some(msg);
+                SendResult { attempt: attempt.clone(), outcome: AttemptOutcome::Retryable, retry_after_ms: None }
+            }
+        };
+        let mut result = result;
+        result.attempt.duration_ms = clock.elapsed().as_millis() as i64;
+        result
+    }
+
+    async fn read_response(&self, mut resp: reqwest::Response, attempt: &mut Attempt) -> SendResult {
+        let status = resp.status().as_u16();
+        attempt.response_status = Some(status);
+        attempt.response_headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| RecordedHeader {
+                name: n.as_str().to_owned(),
+                value: if ALWAYS_SECRET.contains(&n.as_str()) || n.as_str() == "set-cookie" {
+                    REDACTED.to_owned()
+                } else {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                },
+            })
+            .collect();
+        let retry_after_ms = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map(|s| s.saturating_mul(1000));
+
+        let mut outcome = classify(status).outcome;
+        let mut drained = 0usize;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.cfg.max_response_body.saturating_sub(attempt.response_body.len());
+                    if chunk.len() > room {
+                        attempt.response_body.extend_from_slice(&chunk[..room]);
+                        attempt.response_body_truncated = true;
+                        drained += chunk.len() - room;
+                        if drained > self.cfg.max_response_drain {
+                            break; // dropping the response closes the connection
+                        }
+                    } else {
+                        attempt.response_body.extend_from_slice(&chunk);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The status arrived, the body did not finish (total timeout, reset).
+                    let (code, msg) = describe(&e);
+                    attempt.error_code = Some(code.into());
+                    attempt.error_message = Some(format!("reading the response body: {msg}"));
+                    if outcome == AttemptOutcome::Success {
+                        outcome = AttemptOutcome::Retryable;
+                    }
+                    break;
+                }
+            }
+        }
+        if outcome != AttemptOutcome::Success && attempt.error_code.is_none() {
+            attempt.error_code = Some("http_status".into());
+            attempt.error_message = Some(format!("HTTP {status}"));
+        }
+        SendResult { attempt: attempt.clone(), outcome, retry_after_ms }
+    }
+}
+
+/// Returns a stable error code and a message for a client error.
+fn describe(e: &reqwest::Error) -> (&'static str, String) {
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        "dns"
+    } else if lower.contains("certificate") || lower.contains("tls") {
+        "tls"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body_read"
+    } else {
+        "request"
+    };
+    (code, chain)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;
