@@ -14,6 +14,8 @@ pub enum ErrorKind {
     Conflict,
     /// The resource is not in a state that allows the operation.
     FailedPrecondition,
+    /// The request uses a feature this release does not implement yet.
+    Unimplemented,
     /// A dependency is down; retrying later may work.
     Unavailable,
     /// A bug or an unexpected fault; details are logged, not returned.

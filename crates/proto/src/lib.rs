@@ -23,6 +23,7 @@ pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
         ErrorKind::Conflict => tonic::Code::Aborted,
         ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorKind::Unimplemented => tonic::Code::Unimplemented,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
     }

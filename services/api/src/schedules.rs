@@ -1,0 +1,269 @@
+use cronhook_core::{validate, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp, TriggerKind};
+use cronhook_cron::CompiledSpec;
+use cronhook_proto::timestamp;
+use cronhook_proto::v1 as pb;
+use cronhook_proto::v1::schedule_service_server::ScheduleService;
+use cronhook_store::NextFire;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, restore_redacted, schedule_to_proto};
+use crate::error::{ApiError, ApiResult};
+use crate::ApiState;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 1000;
+const CAS_RETRIES: usize = 5;
+
+pub(crate) struct Schedules {
+    st: ApiState,
+}
+
+impl Schedules {
+    pub(crate) fn new(st: ApiState) -> Self {
+        Self { st }
+    }
+
+    fn compile(spec: &cronhook_core::ScheduleSpec) -> ApiResult<CompiledSpec> {
+        CompiledSpec::compile(spec).map_err(|e| e.within("schedule").into())
+    }
+
+    async fn get(&self, id: &str) -> ApiResult<Schedule> {
+        let id = ScheduleId::parse(id, "id")?;
+        Ok(self.st.stores.schedules.get_schedule(&self.st.project, id).await?)
+    }
+
+    /// Read-modify-write with optimistic concurrency, retried on conflicts (for calls such
+    /// as pause that take no etag).
+    async fn modify(
+        &self,
+        id: &str,
+        f: impl Fn(&mut Schedule, Timestamp) -> ApiResult<Option<NextFire>>,
+    ) -> ApiResult<Schedule> {
+        for _ in 0..CAS_RETRIES {
+            let mut s = self.get(id).await?;
+            let expected = s.version;
+            let now = self.st.stores.ticks.now().await?;
+            let Some(next) = f(&mut s, now)? else { return Ok(s) };
+            s.updated_at = now;
+            match self.st.stores.schedules.update_schedule(&s, expected, next).await {
+                Err(cronhook_store::Error::Conflict(_)) => continue,
+                r => return Ok(r?),
+            }
+        }
+        Err(cronhook_store::Error::Conflict(format!("schedule {id} keeps changing; retry")).into())
+    }
+}
+
+fn parse_etag(etag: &str, field: &str) -> ApiResult<i64> {
+    etag.trim().parse().map_err(|_| ApiError::invalid(field, "is not an etag returned by this API"))
+}
+
+fn page_size(n: u32) -> u32 {
+    if n == 0 { DEFAULT_PAGE } else { n.min(MAX_PAGE) }
+}
+
+#[tonic::async_trait]
+impl ScheduleService for Schedules {
+    async fn create_schedule(
+        &self,
+        req: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::CreateScheduleResponse>, Status> {
+        let req = req.into_inner();
+        let p = req.schedule.as_ref().ok_or_else(|| ApiError::invalid("schedule", "is required"))?;
+        if req.generate_signing_secret {
+            return Err(ApiError::unimplemented("generate_signing_secret", "request signing").into());
+        }
+        let def = convert::new_schedule(p, self.st.default_catchup_ms)?;
+        validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
+        let spec = Self::compile(&def.spec)?;
+        let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
+        let next = spec.next_after(now).ok_or_else(|| {
+            ApiError::invalid("schedule.spec", "has no fire time after now (a past one-shot, or end_time passed)")
+        })?;
+        let id = ScheduleId::generate();
+        let s = Schedule {
+            id,
+            project_id: self.st.project.clone(),
+            runs_left: def.spec.remaining_runs,
+            def,
+            state: ScheduleState::Active,
+            state_reason: String::new(),
+            next_fire_at: Some(next),
+            version: 1,
+            shard: id.shard(self.st.shard_count),
+            created_at: now,
+            updated_at: now,
+        };
+        self.st.stores.schedules.insert_schedule(&s).await.map_err(ApiError::from)?;
+        tracing::info!(schedule_id = %s.id, name = %s.def.name, "schedule created");
+        let mut times = vec![next];
+        times.extend(spec.preview(next, 4));
+        Ok(Response::new(pb::CreateScheduleResponse {
+            schedule: Some(schedule_to_proto(&s)),
+            next_fire_times: times.into_iter().map(timestamp).collect(),
+            signing_secret: String::new(),
+        }))
+    }
+
+    async fn get_schedule(&self, req: Request<pb::GetScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let s = self.get(&req.into_inner().id).await?;
+        Ok(Response::new(schedule_to_proto(&s)))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let req = req.into_inner();
+        let state = convert::state_filter(req.state)?;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(ScheduleId::parse(&req.page_token, "page_token").map_err(|_| ApiError::invalid("page_token", "is not a token returned by this API"))?)
+        };
+        let size = page_size(req.page_size);
+        let mut list = self
+            .st
+            .stores
+            .schedules
+            .list_schedules(&self.st.project, state, after, size + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = list.len() > size as usize;
+        list.truncate(size as usize);
+        let next_page_token = match (more, list.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSchedulesResponse { schedules: list.iter().map(schedule_to_proto).collect(), next_page_token }))
+    }
+
+    async fn update_schedule(&self, req: Request<pb::UpdateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let req = req.into_inner();
+        let p = req.schedule.as_ref().ok_or_else(|| ApiError::invalid("schedule", "is required"))?;
+        if req.etag.trim().is_empty() {
+            return Err(ApiError::invalid("etag", "is required (from the last read of the schedule)").into());
+        }
+        let expected = parse_etag(&req.etag, "etag")?;
+        let current = self.get(&p.id).await?;
+        let mut def = convert::new_schedule(p, self.st.default_catchup_ms)?;
+        restore_redacted(&mut def, &current.def);
+        validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
+        let spec = Self::compile(&def.spec)?;
+        let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
+        let mut s = current.clone();
+        let spec_changed = def.spec != current.def.spec;
+        let next = if spec_changed {
+            let next = spec.next_after(now);
+            s.runs_left = def.spec.remaining_runs;
+            if current.state == ScheduleState::Completed && next.is_some() {
+                s.state = ScheduleState::Active;
+                s.state_reason.clear();
+            }
+            NextFire::Set(next)
+        } else {
+            NextFire::Keep
+        };
+        s.def = def;
+        s.updated_at = now;
+        let updated = self.st.stores.schedules.update_schedule(&s, expected, next).await.map_err(ApiError::from)?;
+        Ok(Response::new(schedule_to_proto(&updated)))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let req = req.into_inner();
+        let id = ScheduleId::parse(&req.id, "id").map_err(ApiError::from)?;
+        let etag = if req.etag.trim().is_empty() { None } else { Some(parse_etag(&req.etag, "etag")?) };
+        self.st.stores.schedules.delete_schedule(&self.st.project, id, etag).await.map_err(ApiError::from)?;
+        tracing::info!(schedule_id = %id, "schedule deleted");
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
+    }
+
+    async fn pause_schedule(&self, req: Request<pb::PauseScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let req = req.into_inner();
+        let reason = req.reason.trim().to_owned();
+        let s = self
+            .modify(&req.id, |s, _| match s.state {
+                ScheduleState::Paused => Ok(None),
+                ScheduleState::Completed => Err(ApiError::precondition("the schedule is completed; update its spec instead")),
+                ScheduleState::Active => {
+                    s.state = ScheduleState::Paused;
+                    s.state_reason = if reason.is_empty() { "paused by API".to_owned() } else { reason.clone() };
+                    Ok(Some(NextFire::Keep))
+                }
+            })
+            .await?;
+        Ok(Response::new(schedule_to_proto(&s)))
+    }
+
+    async fn resume_schedule(&self, req: Request<pb::ResumeScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let req = req.into_inner();
+        let s = self
+            .modify(&req.id, |s, now| match s.state {
+                ScheduleState::Active => Ok(None),
+                ScheduleState::Completed => Err(ApiError::precondition("the schedule is completed; update its spec instead")),
+                ScheduleState::Paused => {
+                    // Resume continues from now: the ticks skipped while paused do not burst.
+                    let spec = Self::compile(&s.def.spec)?;
+                    s.state = ScheduleState::Active;
+                    s.state_reason.clear();
+                    Ok(Some(NextFire::Set(spec.next_after(now))))
+                }
+            })
+            .await?;
+        Ok(Response::new(schedule_to_proto(&s)))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        req: Request<pb::TriggerScheduleRequest>,
+    ) -> Result<Response<pb::TriggerScheduleResponse>, Status> {
+        let s = self.get(&req.into_inner().id).await?;
+        let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
+        let tick = Tick {
+            id: TickId::manual(s.id, uuid::Uuid::new_v4()),
+            project_id: s.project_id.clone(),
+            schedule_id: s.id,
+            schedule_version: s.version,
+            nominal_time: now,
+            fire_time: now,
+            trigger: TriggerKind::Manual,
+            target: s.def.target.clone(),
+            retry: s.def.retry.clone(),
+            shard: s.shard,
+            epoch: 0,
+        };
+        // Into the outbox: the shard's planner publishes it on its next pass.
+        self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)?;
+        tracing::info!(schedule_id = %s.id, tick_id = %tick.id, "manual trigger");
+        Ok(Response::new(pb::TriggerScheduleResponse { tick_id: tick.id.to_string(), fire_time: Some(timestamp(now)) }))
+    }
+
+    async fn preview_schedule(
+        &self,
+        req: Request<pb::PreviewScheduleRequest>,
+    ) -> Result<Response<pb::PreviewScheduleResponse>, Status> {
+        let req = req.into_inner();
+        let spec = convert::spec(req.spec.as_ref(), "spec")?;
+        let compiled = CompiledSpec::compile(&spec).map_err(ApiError::from)?;
+        let count = match req.count {
+            0 => 5,
+            n if n > 100 => return Err(ApiError::invalid("count", "must be at most 100").into()),
+            n => n,
+        };
+        let after = match convert::instant(req.after.as_ref()) {
+            Some(t) => t,
+            None => self.st.stores.ticks.now().await.map_err(ApiError::from)?,
+        };
+        let times = compiled.preview(after, count as usize);
+        Ok(Response::new(pb::PreviewScheduleResponse {
+            fire_times: times
+                .into_iter()
+                .map(|t| pb::FireTime { time: Some(timestamp(t)), local_time: t.to_rfc3339(), dst_note: String::new() })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,81 @@
+//! Wiring of the server roles: `dev` (everything in one process) and `api`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cronhook_api::ApiState;
+use cronhook_election::local::LocalShardLeases;
+use cronhook_planner::Planner;
+use cronhook_queue::memory;
+use cronhook_runtime::{shutdown, spawn_task, OnError, TaskTracker};
+use cronhook_worker::Worker;
+use tokio::net::TcpListener;
+
+use crate::cli::redact_url;
+use crate::config::Config;
+
+/// Runs API, planner and worker in this process until Ctrl-C.
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let url = cfg.dev_database_url()?;
+    let stores = cronhook_store::open(&url, cfg.shard_count)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    let shard_count = stores.ticks.shard_count().await?;
+    // Above every epoch ever stored: a second `dev` on the same database fences this one out.
+    let epoch = stores.ticks.max_epoch().await? + 1;
+    let leases = Arc::new(LocalShardLeases::new(shard_count, epoch));
+    let (publisher, consumer) = memory::channel(cfg.queue.capacity);
+    // The in-memory queue starts empty: every unfinished tick of the store goes in again.
+    cfg.planner.republish_unfinished_on_gain = true;
+
+    let listener = TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
+    let addr = listener.local_addr()?;
+    let cancel = shutdown::on_signals();
+    let tasks = TaskTracker::new();
+
+    let api = ApiState::new(stores.clone(), &cfg.api, shard_count);
+    spawn_task(&tasks, &cancel, "api", OnError::Shutdown, cronhook_api::serve(listener, api, cancel.clone()));
+    let planner = Planner::new(
+        stores.ticks.clone(),
+        Arc::new(publisher),
+        leases,
+        format!("dev-{}", std::process::id()),
+        cfg.planner.clone(),
+    );
+    spawn_task(&tasks, &cancel, "planner", OnError::Shutdown, planner.run(cancel.clone()));
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone())?;
+    spawn_task(&tasks, &cancel, "worker", OnError::Shutdown, worker.run(consumer, cancel.clone()));
+    tasks.close();
+
+    println!("cronhook dev: gRPC API listening on http://{addr}");
+    println!("cronhook dev: database {} (epoch {epoch}, {shard_count} shards)", redact_url(&url));
+    println!("cronhook dev: try `cronhook schedules create --help`; Ctrl-C stops");
+    tracing::info!(%addr, "cronhook dev started");
+
+    cancel.cancelled().await;
+    let deadline = cfg.worker.shutdown_grace + std::time::Duration::from_secs(5);
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop in time; unfinished work resumes at the next start");
+    }
+    println!("cronhook dev: stopped");
+    Ok(())
+}
+
+/// Runs the API role only.
+pub async fn run_api(cfg: Config) -> anyhow::Result<()> {
+    let url = &cfg.database.url;
+    let stores = cronhook_store::open(url, cfg.shard_count)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(url)))?;
+    let shard_count = stores.ticks.shard_count().await?;
+    let listener = TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
+    let addr = listener.local_addr()?;
+    let cancel = shutdown::on_signals();
+    println!("cronhook api: gRPC API listening on http://{addr}");
+    cronhook_api::serve(listener, ApiState::new(stores, &cfg.api, shard_count), cancel).await?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `cronhook`: every role of the scheduler and its command-line client in one binary.
+//!
+//! `cronhook dev` runs API, planner and worker in one process on SQLite (the embedded
+//! mode); `cronhook api` serves the API on Postgres; `cronhook schedules ...` and
+//! `cronhook runs ...` talk to a running API over gRPC.
+
+mod cli;
+mod client;
+mod config;
+mod dev;
+mod output;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

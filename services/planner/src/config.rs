@@ -1,0 +1,46 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the planner (`[planner]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// Ticks due within this window are planned and published ahead of time; workers hold
+    /// them until their fire time.
+    #[serde(with = "humantime_serde")]
+    pub lookahead: Duration,
+    /// Pause between planning passes when there is nothing more to do.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Schedules read per query.
+    pub batch_size: u32,
+    /// Most ticks one schedule gets per pass (a long backlog drains over several passes).
+    pub max_ticks_per_schedule: usize,
+    /// Ticks read from the outbox per publish.
+    pub publish_batch: u32,
+    /// How often reconciliation looks for published ticks without a run.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// A published tick with no run after this long is published again.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_grace: Duration,
+    /// When gaining a shard, publish every unfinished tick again (needed when the queue
+    /// does not survive a restart, as in the embedded mode).
+    pub republish_unfinished_on_gain: bool,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            lookahead: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(200),
+            batch_size: 500,
+            max_ticks_per_schedule: 1000,
+            publish_batch: 1000,
+            reconcile_interval: Duration::from_secs(5),
+            reconcile_grace: Duration::from_secs(30),
+            republish_unfinished_on_gain: false,
+        }
+    }
+}

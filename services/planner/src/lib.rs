@@ -1,0 +1,30 @@
+//! The planner role. For every shard it owns (crates/election), it repeatedly:
+//!
+//! 1. finds schedules due within the look-ahead window (by the database's clock),
+//! 2. decides their ticks ([`plan::plan_schedule`], pure): planned, or missed when older
+//!    than the catch-up window,
+//! 3. records the ticks and advances the schedules in ONE transaction fenced by the
+//!    shard's epoch (the outbox: a crash after this loses nothing),
+//! 4. publishes the outbox to the queue and marks the ticks published,
+//! 5. now and then, republishes published ticks that still have no run after a grace
+//!    period (reconciliation: even a queue that loses messages cannot lose a tick).
+//!
+//! A shard whose write is rejected as fenced is dropped at once: another planner owns it.
+
+mod config;
+pub mod plan;
+mod planner;
+
+pub use config::PlannerConfig;
+pub use planner::{Planner, PlannerStats};
+
+/// Errors that stop the planner.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed in a way retrying will not fix.
+    #[error("store: {0}")]
+    Store(#[from] cronhook_store::Error),
+    /// The queue is gone.
+    #[error("queue: {0}")]
+    Queue(#[from] cronhook_queue::Error),
+}

@@ -1,0 +1,227 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cronhook_core::{Schedule, Tick, TickId, Timestamp};
+use cronhook_cron::CompiledSpec;
+use cronhook_election::ShardLeases;
+use cronhook_queue::TickPublisher;
+use cronhook_store::{Error as StoreError, PlannedSchedule, TickStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::plan_schedule;
+use crate::{Error, PlannerConfig};
+
+/// Counters of what the planner did (exported as metrics by the observability layer).
+#[derive(Debug, Default)]
+pub struct PlannerStats {
+    /// Ticks recorded as planned.
+    pub planned: AtomicU64,
+    /// Ticks recorded as missed.
+    pub missed: AtomicU64,
+    /// Ticks published (including republications).
+    pub published: AtomicU64,
+    /// Ticks republished by reconciliation.
+    pub republished: AtomicU64,
+    /// Writes rejected because the shard's epoch moved on.
+    pub fenced: AtomicU64,
+}
+
+/// Plans the shards this node owns. See the crate docs for the protocol.
+pub struct Planner {
+    store: Arc<dyn TickStore>,
+    publisher: Arc<dyn TickPublisher>,
+    leases: Arc<dyn ShardLeases>,
+    owner: String,
+    cfg: PlannerConfig,
+    stats: Arc<PlannerStats>,
+    /// shard -> epoch, for shards whose claim the store accepted.
+    claimed: BTreeMap<u32, i64>,
+}
+
+impl Planner {
+    /// Creates a planner identified as `owner` (shown in cluster status).
+    pub fn new(
+        store: Arc<dyn TickStore>,
+        publisher: Arc<dyn TickPublisher>,
+        leases: Arc<dyn ShardLeases>,
+        owner: String,
+        cfg: PlannerConfig,
+    ) -> Self {
+        Self { store, publisher, leases, owner, cfg, stats: Arc::default(), claimed: BTreeMap::new() }
+    }
+
+    /// Returns the planner's counters.
+    pub fn stats(&self) -> Arc<PlannerStats> {
+        self.stats.clone()
+    }
+
+    /// Plans until `cancel` fires, then resigns every shard. Store errors are logged and
+    /// retried on the next pass; only a closed queue ends the loop with an error.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
+        let mut leases = self.leases.subscribe();
+        let mut last_reconcile = Instant::now();
+        tracing::info!(owner = %self.owner, "planner started");
+        let result = loop {
+            if cancel.is_cancelled() {
+                break Ok(());
+            }
+            let wanted = leases.borrow_and_update().shards.clone();
+            let step = async {
+                self.sync_ownership(&wanted).await?;
+                let more = self.pass(&cancel).await?;
+                if last_reconcile.elapsed() >= self.cfg.reconcile_interval {
+                    last_reconcile = Instant::now();
+                    self.reconcile(&cancel).await?;
+                }
+                Ok::<bool, Error>(more)
+            };
+            // A full queue or a slow database must not delay shutdown: race the step.
+            let stepped = tokio::select! {
+                r = step => r,
+                _ = cancel.cancelled() => break Ok(()),
+            };
+            let more = match stepped {
+                Ok(more) => more,
+                Err(Error::Queue(e)) if !cancel.is_cancelled() => break Err(Error::Queue(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "planning pass failed; retrying");
+                    false
+                }
+            };
+            if more {
+                continue; // a full batch: there is more due work right now
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                _ = leases.changed() => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            }
+        };
+        self.leases.resign_all().await;
+        tracing::info!(owner = %self.owner, "planner stopped; shards resigned");
+        result
+    }
+
+    /// Records newly gained shards at their epoch in the store (the fencing token) and
+    /// forgets lost ones.
+    async fn sync_ownership(&mut self, wanted: &BTreeMap<u32, i64>) -> Result<(), Error> {
+        self.claimed.retain(|s, e| wanted.get(s) == Some(e));
+        let mut gained = Vec::new();
+        for (&shard, &epoch) in wanted {
+            if self.claimed.contains_key(&shard) {
+                continue;
+            }
+            if self.store.claim_shard(shard, epoch, &self.owner).await? {
+                self.claimed.insert(shard, epoch);
+                gained.push(shard);
+            } else {
+                tracing::warn!(shard, epoch, "shard has a newer epoch in the store; not planning it");
+            }
+        }
+        if !gained.is_empty() {
+            tracing::info!(count = gained.len(), "shards gained");
+            if self.cfg.republish_unfinished_on_gain {
+                let ticks = self.store.unfinished_ticks(&gained, 10_000).await?;
+                if !ticks.is_empty() {
+                    tracing::info!(count = ticks.len(), "publishing unfinished ticks again");
+                    self.publish(&ticks).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One planning pass; returns whether a full batch was seen (more may be due).
+    async fn pass(&mut self, cancel: &CancellationToken) -> Result<bool, Error> {
+        if self.claimed.is_empty() {
+            return Ok(false);
+        }
+        let shards: Vec<u32> = self.claimed.keys().copied().collect();
+        let now = self.store.now().await?;
+        let horizon = now.add_millis(self.cfg.lookahead.as_millis() as i64);
+        let due = self.store.due_schedules(&shards, horizon, self.cfg.batch_size).await?;
+        let full = due.len() as u32 >= self.cfg.batch_size;
+
+        let mut by_shard: HashMap<u32, Vec<PlannedSchedule>> = HashMap::new();
+        for s in &due {
+            if let Some(p) = self.plan_one(s, now, horizon) {
+                by_shard.entry(s.shard).or_default().push(p);
+            }
+        }
+        for (shard, plans) in by_shard {
+            let Some(&epoch) = self.claimed.get(&shard) else { continue };
+            match self.store.commit_plan(shard, epoch, &plans).await {
+                Ok(out) => {
+                    let missed: usize = plans.iter().flat_map(|p| &p.ticks).filter(|t| t.state.is_final()).count();
+                    self.stats.planned.fetch_add(out.new_ticks.len() as u64, Ordering::Relaxed);
+                    self.stats.missed.fetch_add(missed as u64, Ordering::Relaxed);
+                    if missed > 0 {
+                        tracing::warn!(shard, missed, "ticks outside the catch-up window recorded as missed");
+                    }
+                }
+                Err(StoreError::Fenced { shard, epoch }) => self.fenced(shard, epoch),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.publish_outbox(&shards, cancel).await?;
+        Ok(full)
+    }
+
+    fn plan_one(&self, s: &Schedule, now: Timestamp, horizon: Timestamp) -> Option<PlannedSchedule> {
+        match CompiledSpec::compile(&s.def.spec) {
+            Ok(spec) => plan_schedule(s, &spec, now, horizon, self.cfg.max_ticks_per_schedule),
+            Err(e) => {
+                tracing::error!(schedule_id = %s.id, error = %e, "stored spec no longer compiles; not planning it");
+                None
+            }
+        }
+    }
+
+    fn fenced(&mut self, shard: u32, epoch: i64) {
+        tracing::warn!(shard, epoch, "write fenced: another planner owns the shard now; stepping down");
+        self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        self.claimed.remove(&shard);
+    }
+
+    async fn publish_outbox(&mut self, shards: &[u32], cancel: &CancellationToken) -> Result<(), Error> {
+        loop {
+            let ticks = self.store.ticks_to_publish(shards, self.cfg.publish_batch).await?;
+            if ticks.is_empty() || cancel.is_cancelled() {
+                return Ok(());
+            }
+            let n = ticks.len();
+            self.publish(&ticks).await?;
+            if (n as u32) < self.cfg.publish_batch {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn publish(&self, ticks: &[Tick]) -> Result<(), Error> {
+        self.publisher.publish(ticks).await?;
+        let ids: Vec<TickId> = ticks.iter().map(|t| t.id).collect();
+        let at = self.store.now().await?;
+        self.store.mark_published(&ids, at).await?;
+        self.stats.published.fetch_add(ticks.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Republishes published ticks that have no run after the grace period.
+    async fn reconcile(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
+        if self.claimed.is_empty() || cancel.is_cancelled() {
+            return Ok(());
+        }
+        let shards: Vec<u32> = self.claimed.keys().copied().collect();
+        let now = self.store.now().await?;
+        let before = now.add_millis(-(self.cfg.reconcile_grace.as_millis() as i64));
+        let ticks = self.store.ticks_without_run(&shards, before, self.cfg.publish_batch).await?;
+        if !ticks.is_empty() {
+            tracing::warn!(count = ticks.len(), "published ticks without a run after the grace period; republishing");
+            self.publish(&ticks).await?;
+            self.stats.republished.fetch_add(ticks.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}

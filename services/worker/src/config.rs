@@ -1,0 +1,30 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the worker (`[worker]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Ticks held at once (waiting for their fire time, in flight, or waiting to retry).
+    pub max_in_flight: usize,
+    /// On shutdown, how long attempts in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Connect timeout of every attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Response body bytes stored per attempt.
+    pub max_response_body: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_response_body: 64 * 1024,
+        }
+    }
+}

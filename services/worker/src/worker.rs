@@ -1,0 +1,207 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use cronhook_core::{AttemptOutcome, RunId, RunStatus, Tick, Timestamp};
+use cronhook_delivery::{HttpSender, SendResult, SenderConfig};
+use cronhook_queue::{Delivery, TickConsumer};
+use cronhook_store::{AttemptRecord, BeginRun, RunStore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::WorkerConfig;
+
+/// Consumes ticks and delivers them.
+#[derive(Clone)]
+pub struct Worker {
+    runs: Arc<dyn RunStore>,
+    sender: HttpSender,
+    cfg: WorkerConfig,
+}
+
+/// How many times a failed store write is retried before the tick is left for redelivery.
+const STORE_RETRIES: u32 = 5;
+
+enum Stop {
+    /// The outcome is durable: acknowledge.
+    Done,
+    /// Shutdown or an unrecoverable store error: leave the tick unacknowledged.
+    Abandon,
+}
+
+impl Worker {
+    /// Creates a worker.
+    pub fn new(runs: Arc<dyn RunStore>, cfg: WorkerConfig) -> Result<Self, cronhook_delivery::Error> {
+        let sender = HttpSender::new(SenderConfig {
+            connect_timeout: cfg.connect_timeout,
+            max_response_body: cfg.max_response_body,
+            ..SenderConfig::default()
+        })?;
+        Ok(Self { runs, sender, cfg })
+    }
+
+    /// Consumes until `cancel` fires or the queue closes, then drains (see crate docs).
+    pub async fn run(self, mut consumer: impl TickConsumer, cancel: CancellationToken) -> Result<(), cronhook_queue::Error> {
+        let slots = Arc::new(Semaphore::new(self.cfg.max_in_flight.max(1)));
+        let tasks = TaskTracker::new();
+        // Waits (fire time, backoff) stop at once on shutdown; attempts in flight do not.
+        let waits = cancel.child_token();
+        let result = loop {
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                },
+            };
+            let delivery = tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                d = consumer.recv() => d,
+            };
+            match delivery {
+                Ok(Some(d)) => {
+                    let (worker, waits) = (self.clone(), waits.clone());
+                    tasks.spawn(async move {
+                        worker.handle(d, &waits).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        tasks.close();
+        if tokio::time::timeout(self.cfg.shutdown_grace, tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?self.cfg.shutdown_grace, "attempts still in flight after the grace period; they will be resumed");
+        }
+        result
+    }
+
+    async fn handle(&self, d: Delivery, waits: &CancellationToken) {
+        let tick = d.tick.clone();
+        match self.deliver(&tick, waits).await {
+            Stop::Done => d.ack(),
+            Stop::Abandon => tracing::debug!(tick_id = %tick.id, "tick left for redelivery"),
+        }
+    }
+
+    async fn deliver(&self, tick: &Tick, waits: &CancellationToken) -> Stop {
+        if !sleep_until(tick.fire_time, waits).await {
+            return Stop::Abandon;
+        }
+        let begun = self.store_retry("begin run", || self.runs.begin_run(tick, RunId::generate(), Timestamp::now())).await;
+        let (run, mut number) = match begun {
+            None => return Stop::Abandon,
+            Some(BeginRun::Done(run)) => {
+                tracing::debug!(tick_id = %tick.id, run_id = %run.id, "duplicate tick: run already final");
+                return Stop::Done;
+            }
+            Some(BeginRun::Started(run)) => (run, 1),
+            Some(BeginRun::Resume(run)) => {
+                tracing::info!(tick_id = %tick.id, run_id = %run.id, attempts = run.attempt_count, "resuming an unfinished run");
+                if let Some(at) = run.next_attempt_at {
+                    if !sleep_until(at, waits).await {
+                        return Stop::Abandon;
+                    }
+                }
+                let n = run.attempt_count + 1;
+                (run, n)
+            }
+        };
+        let first_start = run.started_at;
+        loop {
+            let sent = self.sender.send(tick, run.id, number).await;
+            let first = first_start.unwrap_or(sent.attempt.started_at);
+            let (status, next_at) = self.decide(tick, &sent, number, first);
+            let now = Timestamp::now();
+            let rec = AttemptRecord {
+                project_id: tick.project_id.clone(),
+                tick_id: tick.id,
+                attempt: sent.attempt.clone(),
+                status,
+                next_attempt_at: next_at,
+                finished_at: status.is_final().then_some(now),
+            };
+            if self.store_retry("record attempt", || self.runs.record_attempt(&rec)).await.is_none() {
+                return Stop::Abandon;
+            }
+            log_attempt(tick, &sent, status);
+            if status.is_final() {
+                return Stop::Done;
+            }
+            match next_at {
+                Some(at) if sleep_until(at, waits).await => number += 1,
+                _ => return Stop::Abandon,
+            }
+        }
+    }
+
+    /// Returns the run's status after attempt `number` and, when another attempt follows,
+    /// when it is due.
+    fn decide(&self, tick: &Tick, sent: &SendResult, number: u32, first: Timestamp) -> (RunStatus, Option<Timestamp>) {
+        let p = &tick.retry;
+        match sent.outcome {
+            AttemptOutcome::Success => (RunStatus::Succeeded, None),
+            AttemptOutcome::Permanent => (RunStatus::Failed, None),
+            AttemptOutcome::Retryable if number >= p.max_attempts => (RunStatus::Failed, None),
+            AttemptOutcome::Retryable => {
+                let backoff = p.backoff_ms(number + 1);
+                let wait = match sent.retry_after_ms {
+                    Some(ra) => ra.clamp(backoff, p.max_backoff_ms.max(backoff)),
+                    None => backoff,
+                };
+                let next = Timestamp::now().add_millis(wait);
+                match p.max_retry_duration_ms {
+                    Some(max) if next.millis_since(first) > max => (RunStatus::Failed, None),
+                    _ => (RunStatus::Running, Some(next)),
+                }
+            }
+        }
+    }
+
+    async fn store_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = cronhook_store::Result<T>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=STORE_RETRIES {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "store write failed: {what}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn log_attempt(tick: &Tick, sent: &SendResult, status: RunStatus) {
+    let a = &sent.attempt;
+    match status {
+        RunStatus::Succeeded => tracing::debug!(
+            tick_id = %tick.id, schedule_id = %tick.schedule_id, attempt = a.number,
+            http_status = a.response_status, lateness_ms = a.lateness_ms, "delivered"
+        ),
+        _ => tracing::info!(
+            tick_id = %tick.id, schedule_id = %tick.schedule_id, attempt = a.number,
+            http_status = a.response_status, error = a.error_message.as_deref().unwrap_or(""),
+            status = status.as_str(), "attempt failed"
+        ),
+    }
+}
+
+/// Sleeps until wall-clock instant `at`; `false` when cancelled first.
+async fn sleep_until(at: Timestamp, cancel: &CancellationToken) -> bool {
+    let wait = at.millis_since(Timestamp::now());
+    if wait <= 0 {
+        return !cancel.is_cancelled();
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => true,
+    }
+}
