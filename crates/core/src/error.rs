@@ -34,10 +34,7 @@ pub struct ValidationError {
 impl ValidationError {
     /// Returns a validation error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 
     /// Returns the same error with `prefix.` put in front of the field path.

@@ -16,8 +16,8 @@ pub use error::{ErrorKind, ValidationError};
 pub use ids::{ProjectId, RunId, ScheduleId, TickId};
 pub use run::{Attempt, AttemptOutcome, RecordedHeader, Run, RunStatus};
 pub use schedule::{
-    Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RetryPolicy, Schedule,
-    ScheduleSpec, ScheduleState, SpecKind,
+    Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RetryPolicy, Schedule, ScheduleSpec, ScheduleState,
+    SpecKind,
 };
 pub use tick::{Tick, TickState, TriggerKind};
 pub use time::Timestamp;

@@ -145,11 +145,7 @@ impl RetryPolicy {
     pub fn backoff_ms(&self, next_attempt: u32) -> i64 {
         let exp = next_attempt.saturating_sub(2).min(64) as i32;
         let wait = self.initial_backoff_ms as f64 * self.multiplier.max(1.0).powi(exp);
-        if wait.is_finite() {
-            (wait as i64).clamp(0, self.max_backoff_ms.max(0))
-        } else {
-            self.max_backoff_ms.max(0)
-        }
+        if wait.is_finite() { (wait as i64).clamp(0, self.max_backoff_ms.max(0)) } else { self.max_backoff_ms.max(0) }
     }
 }
 

@@ -56,9 +56,7 @@ impl Timestamp {
 
     /// Parses an RFC 3339 instant with any offset.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|dt| Self::from_chrono(dt.with_timezone(&Utc)))
+        DateTime::parse_from_rfc3339(s).ok().map(|dt| Self::from_chrono(dt.with_timezone(&Utc)))
     }
 }
 

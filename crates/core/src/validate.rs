@@ -78,9 +78,7 @@ pub fn schedule(s: &NewSchedule, limits: &Limits) -> Result<(), ValidationError>
         return Err(ValidationError::new("schedule.labels", format!("at most {MAX_LABELS} labels")));
     }
     for (k, v) in &s.labels {
-        let ok = !k.is_empty()
-            && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        let ok = !k.is_empty() && k.len() <= 63 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         if !ok {
             return Err(ValidationError::new(
                 format!("schedule.labels[{k}]"),
@@ -143,10 +141,8 @@ pub fn retry(r: &RetryPolicy) -> Result<(), ValidationError> {
     if !r.multiplier.is_finite() || r.multiplier < 1.0 || r.multiplier > 10.0 {
         return Err(ValidationError::new("retry_policy.multiplier", "must be between 1.0 and 10.0"));
     }
-    if let Some(d) = r.max_retry_duration_ms {
-        if d < 0 {
-            return Err(ValidationError::new("retry_policy.max_retry_duration", "must not be negative"));
-        }
+    if r.max_retry_duration_ms.is_some_and(|d| d < 0) {
+        return Err(ValidationError::new("retry_policy.max_retry_duration", "must not be negative"));
     }
     Ok(())
 }

@@ -41,9 +41,8 @@ impl CronExpr {
         };
         let dow = translate_day_of_week(rest[4])?;
         let minute_part = format!("{} {} {} {} {}", rest[0], rest[1], rest[2], rest[3], dow);
-        let minutes: saffron::Cron = minute_part
-            .parse()
-            .map_err(|e| format!("is not a valid cron expression ({e})"))?;
+        let minutes: saffron::Cron =
+            minute_part.parse().map_err(|e| format!("is not a valid cron expression ({e})"))?;
         if !minutes.any() {
             return Err("never matches any date (e.g. 30 February)".into());
         }
@@ -106,9 +105,7 @@ fn expand_macro(s: &str) -> Result<String, String> {
 fn parse_seconds(field: &str) -> Result<u64, String> {
     let mut mask = 0u64;
     for item in field.split(',') {
-        for v in expand_item(item, 0, 59, &|s| s.parse::<u32>().ok())
-            .map_err(|e| format!("seconds field: {e}"))?
-        {
+        for v in expand_item(item, 0, 59, &|s| s.parse::<u32>().ok()).map_err(|e| format!("seconds field: {e}"))? {
             mask |= 1 << v;
         }
     }
@@ -116,12 +113,7 @@ fn parse_seconds(field: &str) -> Result<u64, String> {
 }
 
 /// Expands one list item of a numeric field into its values.
-fn expand_item(
-    item: &str,
-    min: u32,
-    max: u32,
-    value: &dyn Fn(&str) -> Option<u32>,
-) -> Result<Vec<u32>, String> {
+fn expand_item(item: &str, min: u32, max: u32, value: &dyn Fn(&str) -> Option<u32>) -> Result<Vec<u32>, String> {
     let (base, step) = match item.split_once('/') {
         Some((b, s)) => {
             let step: u32 = s.parse().map_err(|_| format!("bad step {s:?}"))?;
@@ -159,10 +151,7 @@ fn day_value(s: &str) -> Option<u32> {
     if let Ok(n) = s.parse::<u32>() {
         return Some(n);
     }
-    DAY_NAMES
-        .iter()
-        .position(|d| d.eq_ignore_ascii_case(s))
-        .map(|p| p as u32)
+    DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(s)).map(|p| p as u32)
 }
 
 /// Rewrites a Unix day-of-week field (0-7, 0 and 7 = Sunday, names) into the names saffron
@@ -180,9 +169,7 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
                 return Ok("SAT".into()); // Quartz: L alone in day-of-week is the last day, Saturday
             }
             let (day, rest) = field.split_at(pos);
-            let d = day_value(day)
-                .filter(|d| *d <= 7)
-                .ok_or_else(|| err(format!("bad value {day:?}")))?;
+            let d = day_value(day).filter(|d| *d <= 7).ok_or_else(|| err(format!("bad value {day:?}")))?;
             return Ok(format!("{}{}", DAY_NAMES[(d % 7) as usize], rest.to_ascii_uppercase()));
         }
     }

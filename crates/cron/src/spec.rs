@@ -60,10 +60,10 @@ impl CompiledSpec {
             }
             SpecKind::At(t) => Rule::At(*t),
         };
-        if let (Some(s), Some(e)) = (spec.start, spec.end) {
-            if e <= s {
-                return Err(ValidationError::new("spec.end_time", "must be after start_time"));
-            }
+        if let (Some(s), Some(e)) = (spec.start, spec.end)
+            && e <= s
+        {
+            return Err(ValidationError::new("spec.end_time", "must be after start_time"));
         }
         Ok(Self { rule, start: spec.start, end: spec.end })
     }
@@ -148,9 +148,15 @@ mod tests {
         let t = Timestamp::from_millis(1_700_000_012_345);
         assert_eq!(c.next_after(t), Some(Timestamp::from_millis(1_700_000_040_000)));
         // the same grid whatever instant we start from: restarts never drift
-        assert_eq!(c.next_after(Timestamp::from_millis(1_700_000_039_999)), Some(Timestamp::from_millis(1_700_000_040_000)));
+        assert_eq!(
+            c.next_after(Timestamp::from_millis(1_700_000_039_999)),
+            Some(Timestamp::from_millis(1_700_000_040_000))
+        );
         let c = CompiledSpec::compile(&spec(SpecKind::Interval { every_ms: 60_000, offset_ms: 5_000 })).unwrap();
-        assert_eq!(c.next_after(Timestamp::from_millis(1_700_000_000_000)), Some(Timestamp::from_millis(1_700_000_045_000)));
+        assert_eq!(
+            c.next_after(Timestamp::from_millis(1_700_000_000_000)),
+            Some(Timestamp::from_millis(1_700_000_045_000))
+        );
     }
 
     #[test]

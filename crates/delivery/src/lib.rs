@@ -10,8 +10,8 @@
 mod classify;
 mod sender;
 
-pub use classify::{classify, Classified};
-pub use sender::{HttpSender, SenderConfig, SendResult};
+pub use classify::{Classified, classify};
+pub use sender::{HttpSender, SendResult, SenderConfig};
 
 /// Header carrying the tick id (Standard Webhooks `webhook-id`): the same across retries.
 pub const HEADER_ID: &str = "webhook-id";

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cronhook_core::{Attempt, AttemptOutcome, RecordedHeader, RunId, Tick, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::{classify, Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP};
+use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP, classify};
 
 /// Settings of the sender (operator config).
 #[derive(Debug, Clone)]
@@ -85,9 +85,7 @@ impl HttpSender {
         let method = reqwest::Method::from_bytes(t.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
 
         let mut recorded = Vec::with_capacity(t.headers.len() + 3);
-        let mut req = client
-            .request(method, &t.url)
-            .timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
+        let mut req = client.request(method, &t.url).timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
         for h in &t.headers {
             req = req.header(&h.name, &h.value);
             let secret = h.secret || ALWAYS_SECRET.contains(&h.name.to_ascii_lowercase().as_str());

@@ -32,34 +32,23 @@ pub fn grpc_code(kind: ErrorKind) -> tonic::Code {
 /// Converts a domain instant into a protobuf timestamp.
 pub fn timestamp(t: cronhook_core::Timestamp) -> prost_types::Timestamp {
     let ms = t.as_millis();
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 /// Converts a protobuf timestamp into a domain instant (millisecond precision, truncated).
 pub fn from_timestamp(t: &prost_types::Timestamp) -> cronhook_core::Timestamp {
     cronhook_core::Timestamp::from_millis(
-        t.seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1_000_000)),
+        t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1_000_000)),
     )
 }
 
 /// Converts a domain duration (milliseconds) into a protobuf duration.
 pub fn duration_ms(ms: i64) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    prost_types::Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 /// Converts a protobuf duration into milliseconds, or `None` when it is negative.
 pub fn to_duration_ms(d: &prost_types::Duration) -> Option<i64> {
-    let ms = d
-        .seconds
-        .checked_mul(1000)?
-        .checked_add(i64::from(d.nanos / 1_000_000))?;
+    let ms = d.seconds.checked_mul(1000)?.checked_add(i64::from(d.nanos / 1_000_000))?;
     (ms >= 0).then_some(ms)
 }

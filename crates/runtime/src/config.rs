@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 /// Errors of loading configuration; each names the source and the key.
@@ -38,7 +38,11 @@ pub enum Error {
 
 /// Loads `T` from its defaults, the optional `file`, and the environment `vars`
 /// (pass `std::env::vars()`), in that order of precedence (later wins).
-pub fn load<T>(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>, sections: &[&str]) -> Result<T, Error>
+pub fn load<T>(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+    sections: &[&str],
+) -> Result<T, Error>
 where
     T: DeserializeOwned + Serialize + Default,
 {
@@ -48,7 +52,8 @@ where
         .cloned()
         .unwrap_or_default();
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
         let table: Table = text
             .parse()
             .map_err(|e: toml::de::Error| Error::Parse { path: path.display().to_string(), message: e.to_string() })?;
@@ -82,8 +87,9 @@ fn env_table(vars: impl IntoIterator<Item = (String, String)>, sections: &[&str]
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix("CRONHOOK_") else { continue };
         let key = rest.to_ascii_lowercase();
-        // CRONHOOK_TEST_* and the CLI's CRONHOOK_API are not configuration of the server.
-        if key.starts_with("test_") || key == "api" || key == "output" {
+        // CRONHOOK_TEST_*, the CLI's CRONHOOK_API/OUTPUT, CRONHOOK_CONFIG (the file itself) and
+        // CRONHOOK_BIN (tests) are not settings of the server.
+        if key.starts_with("test_") || matches!(key.as_str(), "api" | "output" | "config" | "bin") {
             continue;
         }
         let value = parse_scalar(&raw);
@@ -109,10 +115,10 @@ fn parse_scalar(raw: &str) -> Value {
     if let Ok(b) = raw.parse::<bool>() {
         return Value::Boolean(b);
     }
-    if let Ok(f) = raw.parse::<f64>() {
-        if raw.contains('.') {
-            return Value::Float(f);
-        }
+    if let Ok(f) = raw.parse::<f64>()
+        && raw.contains('.')
+    {
+        return Value::Float(f);
     }
     Value::String(raw.to_owned())
 }
@@ -157,7 +163,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "name = \"file\"\n[worker]\nmax_in_flight = 16\nlabel = \"from-file\"\n").unwrap();
-        let cfg: Cfg = load(Some(&file), env(&[("CRONHOOK_WORKER_MAX_IN_FLIGHT", "32"), ("PATH", "/bin")]), &["worker"]).unwrap();
+        let cfg: Cfg =
+            load(Some(&file), env(&[("CRONHOOK_WORKER_MAX_IN_FLIGHT", "32"), ("PATH", "/bin")]), &["worker"]).unwrap();
         assert_eq!(cfg.name, "file");
         assert_eq!(cfg.worker.max_in_flight, 32, "env beats file");
         assert_eq!(cfg.worker.label, "from-file");

@@ -22,8 +22,13 @@ pub enum OnError {
 }
 
 /// Spawns `fut` on `tracker`; when it fails, applies `policy` (logging names the task).
-pub fn spawn_task<F, E>(tracker: &TaskTracker, shutdown: &CancellationToken, name: &'static str, policy: OnError, fut: F)
-where
+pub fn spawn_task<F, E>(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    name: &'static str,
+    policy: OnError,
+    fut: F,
+) where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {

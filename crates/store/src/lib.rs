@@ -16,9 +16,7 @@ mod types;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cronhook_core::{
-    Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp,
-};
+use cronhook_core::{Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp};
 
 pub use error::{Error, Result};
 pub use postgres::PgStore;
@@ -145,11 +143,7 @@ pub enum Backend {
 impl Backend {
     /// Returns the backend of a database URL.
     pub fn of(url: &str) -> Self {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Self::Postgres
-        } else {
-            Self::Sqlite
-        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") { Self::Postgres } else { Self::Sqlite }
     }
 }
 

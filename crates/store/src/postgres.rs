@@ -5,17 +5,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cronhook_core::{
-    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState,
-    Timestamp,
+    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState, Timestamp,
 };
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::rows::{corrupt, safe, tick_state_for, to_json, AttemptRow, RunRow, ScheduleRow, TickRow};
+use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, safe, tick_state_for, to_json};
 use crate::{
-    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore,
-    ScheduleStore, TickStore,
+    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
+    TickStore,
 };
 
 /// Stores everything in Postgres.
@@ -130,11 +129,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl PgStore {
     /// Connects, runs migrations, and records `shard_count` if the cluster has none yet.
     pub async fn connect(url: &str, shard_count: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
         Self::from_pool(pool, shard_count).await
     }
 
@@ -157,7 +153,11 @@ impl PgStore {
             .await?;
         let n: i32 = stored.parse().map_err(|_| corrupt("cluster_settings.shard_count", &stored))?;
         if n as u32 != shard_count {
-            tracing::warn!(configured = shard_count, stored = n, "shard count is fixed at cluster creation; using the stored one");
+            tracing::warn!(
+                configured = shard_count,
+                stored = n,
+                "shard count is fixed at cluster creation; using the stored one"
+            );
         }
         sqlx::query("INSERT INTO shard_leases (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING")
             .bind(n)
@@ -594,7 +594,8 @@ impl RunStore for PgStore {
     }
 
     async fn list_runs(&self, project: &ProjectId, f: &RunFilter) -> Result<Vec<Run>> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
             qb.push(" AND schedule_id = ").push_bind(*s.as_uuid());

@@ -2,8 +2,8 @@
 //! backends so a row means the same thing whichever database it came from.
 
 use cronhook_core::{
-    Attempt, NewSchedule, ProjectId, RecordedHeader, Run, RunId, RunStatus, Schedule, ScheduleId,
-    ScheduleState, Tick, TickId, Timestamp, TriggerKind,
+    Attempt, NewSchedule, ProjectId, RecordedHeader, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick,
+    TickId, Timestamp, TriggerKind,
 };
 use uuid::Uuid;
 

@@ -9,17 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cronhook_core::{
-    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState,
-    Timestamp,
+    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState, Timestamp,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::rows::{corrupt, safe, i64_opt, tick_state_for, to_json, AttemptRow, RunRow, ScheduleRow, TickRow};
+use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, safe, tick_state_for, to_json};
 use crate::{
-    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore,
-    ScheduleStore, TickStore,
+    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
+    TickStore,
 };
 
 /// Stores everything in one SQLite file.
@@ -171,7 +170,11 @@ impl SqliteStore {
             .await?;
         let n: i64 = stored.parse().map_err(|_| corrupt("cluster_settings.shard_count", &stored))?;
         if n as u32 != shard_count {
-            tracing::warn!(configured = shard_count, stored = n, "shard count is fixed at creation; using the stored one");
+            tracing::warn!(
+                configured = shard_count,
+                stored = n,
+                "shard count is fixed at creation; using the stored one"
+            );
         }
         sqlx::query(
             "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n + 1 < ?1) \
@@ -612,7 +615,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, project: &ProjectId, f: &RunFilter) -> Result<Vec<Run>> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
             qb.push(" AND schedule_id = ").push_bind(s.to_string());
@@ -632,7 +636,11 @@ impl RunStore for SqliteStore {
             qb.push(" AND nominal_time < ").push_bind(t.as_millis());
         }
         if let Some((t, id)) = f.before {
-            qb.push(" AND (nominal_time, id) < (").push_bind(t.as_millis()).push(", ").push_bind(id_text(id.as_uuid())).push(")");
+            qb.push(" AND (nominal_time, id) < (")
+                .push_bind(t.as_millis())
+                .push(", ")
+                .push_bind(id_text(id.as_uuid()))
+                .push(")");
         }
         qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;

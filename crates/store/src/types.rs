@@ -1,6 +1,4 @@
-use cronhook_core::{
-    Attempt, ProjectId, Run, RunId, RunStatus, ScheduleId, TickId, TickState, Timestamp,
-};
+use cronhook_core::{Attempt, ProjectId, Run, RunId, RunStatus, ScheduleId, TickId, TickState, Timestamp};
 
 /// What an update does to the stored next fire time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

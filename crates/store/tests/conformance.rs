@@ -1,16 +1,15 @@
 //! The one conformance suite of the stores: every test runs unchanged against SQLite and
 //! against a real Postgres (a fresh database on the server scripts/test.sh starts).
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 use std::collections::HashSet;
 
 use cronhook_core::{
-    Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, RunId,
-    RunStatus, Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, TickState, Timestamp,
-    TriggerKind,
+    Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, RunId, RunStatus,
+    Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, TickState, Timestamp, TriggerKind,
 };
-use cronhook_store::{
-    AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores,
-};
+use cronhook_store::{AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores};
 
 const SHARDS: u32 = 4;
 
@@ -410,9 +409,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
     for i in 0..7 {
         for s in [&a, &b] {
             let t = tick_of(s, ms(10_000 + i * 1000));
-            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1)).await.unwrap() else {
-                panic!()
-            };
+            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1)).await.unwrap() else { panic!() };
             if i % 2 == 0 {
                 st.runs
                     .record_attempt(&AttemptRecord {

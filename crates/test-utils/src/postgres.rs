@@ -50,6 +50,9 @@ mod tests {
     fn replaces_the_database() {
         assert_eq!(super::replace_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
         assert_eq!(super::replace_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(super::replace_database("postgres://u@h:5/p?sslmode=disable", "x"), "postgres://u@h:5/x?sslmode=disable");
+        assert_eq!(
+            super::replace_database("postgres://u@h:5/p?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
     }
 }

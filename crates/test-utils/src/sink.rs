@@ -67,7 +67,9 @@ impl WebhookSink {
                                 headers: parts
                                     .headers
                                     .iter()
-                                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                    .map(|(n, v)| {
+                                        (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    })
                                     .collect(),
                                 body,
                                 at: SystemTime::now(),
@@ -78,13 +80,13 @@ impl WebhookSink {
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
                             *resp.status_mut() = hyper::StatusCode::from_u16(st.load(Ordering::Relaxed))
                                 .unwrap_or(hyper::StatusCode::OK);
-                            resp.headers_mut().insert("x-sink", hyper::header::HeaderValue::from_static("cronhook-test"));
+                            resp.headers_mut()
+                                .insert("x-sink", hyper::header::HeaderValue::from_static("cronhook-test"));
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });

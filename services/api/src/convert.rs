@@ -3,8 +3,8 @@
 //! `cronhook_cron`.
 
 use cronhook_core::{
-    Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RecordedHeader, RetryPolicy, Run,
-    RunStatus, Schedule, ScheduleSpec, ScheduleState, SpecKind, Timestamp, TriggerKind,
+    Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RecordedHeader, RetryPolicy, Run, RunStatus,
+    Schedule, ScheduleSpec, ScheduleState, SpecKind, Timestamp, TriggerKind,
 };
 use cronhook_proto::v1 as pb;
 use cronhook_proto::{duration_ms, from_timestamp, timestamp, to_duration_ms};
@@ -84,7 +84,8 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
                 max_attempts: if r.max_attempts == 0 { d.max_attempts } else { r.max_attempts },
                 initial_backoff_ms: dur(r.initial_backoff.as_ref(), "schedule.retry_policy.initial_backoff")?
                     .unwrap_or(d.initial_backoff_ms),
-                max_backoff_ms: dur(r.max_backoff.as_ref(), "schedule.retry_policy.max_backoff")?.unwrap_or(d.max_backoff_ms),
+                max_backoff_ms: dur(r.max_backoff.as_ref(), "schedule.retry_policy.max_backoff")?
+                    .unwrap_or(d.max_backoff_ms),
                 multiplier: if r.multiplier == 0.0 { d.multiplier } else { r.multiplier },
                 max_retry_duration_ms: dur(r.max_retry_duration.as_ref(), "schedule.retry_policy.max_retry_duration")?,
             }
@@ -95,7 +96,9 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
         Ok(pb::OverlapPolicy::BufferOne | pb::OverlapPolicy::Allow | pb::OverlapPolicy::CancelPrevious) => {
             return Err(ApiError::unimplemented("schedule.overlap_policy", "an overlap policy other than SKIP"));
         }
-        Err(_) => return Err(ApiError::invalid("schedule.overlap_policy", format!("unknown value {}", p.overlap_policy))),
+        Err(_) => {
+            return Err(ApiError::invalid("schedule.overlap_policy", format!("unknown value {}", p.overlap_policy)));
+        }
     };
     if !p.failure_notification_url.is_empty() {
         return Err(ApiError::unimplemented("schedule.failure_notification_url", "failure notification"));

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronhook_core::validate::Limits;
 use cronhook_core::ProjectId;
+use cronhook_core::validate::Limits;
 use cronhook_proto::v1::run_service_server::RunServiceServer;
 use cronhook_proto::v1::schedule_service_server::ScheduleServiceServer;
 use cronhook_store::Stores;

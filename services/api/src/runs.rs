@@ -4,9 +4,9 @@ use cronhook_proto::v1::run_service_server::RunService;
 use cronhook_store::RunFilter;
 use tonic::{Request, Response, Status};
 
+use crate::ApiState;
 use crate::convert::{self, run_to_proto};
 use crate::error::{ApiError, ApiResult};
-use crate::ApiState;
 
 pub(crate) struct Runs {
     st: ApiState,
@@ -62,7 +62,10 @@ impl RunService for Runs {
             (true, Some(r)) => encode_token(r.nominal_time, r.id),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| run_to_proto(r, &[])).collect(), next_page_token }))
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: runs.iter().map(|r| run_to_proto(r, &[])).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {

@@ -1,4 +1,4 @@
-use cronhook_core::{validate, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp, TriggerKind};
+use cronhook_core::{Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp, TriggerKind, validate};
 use cronhook_cron::CompiledSpec;
 use cronhook_proto::timestamp;
 use cronhook_proto::v1 as pb;
@@ -6,9 +6,9 @@ use cronhook_proto::v1::schedule_service_server::ScheduleService;
 use cronhook_store::NextFire;
 use tonic::{Request, Response, Status};
 
+use crate::ApiState;
 use crate::convert::{self, restore_redacted, schedule_to_proto};
 use crate::error::{ApiError, ApiResult};
-use crate::ApiState;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
@@ -119,7 +119,10 @@ impl ScheduleService for Schedules {
         let after = if req.page_token.is_empty() {
             None
         } else {
-            Some(ScheduleId::parse(&req.page_token, "page_token").map_err(|_| ApiError::invalid("page_token", "is not a token returned by this API"))?)
+            Some(
+                ScheduleId::parse(&req.page_token, "page_token")
+                    .map_err(|_| ApiError::invalid("page_token", "is not a token returned by this API"))?,
+            )
         };
         let size = page_size(req.page_size);
         let mut list = self
@@ -135,7 +138,10 @@ impl ScheduleService for Schedules {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListSchedulesResponse { schedules: list.iter().map(schedule_to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: list.iter().map(schedule_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn update_schedule(&self, req: Request<pb::UpdateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
@@ -188,7 +194,9 @@ impl ScheduleService for Schedules {
         let s = self
             .modify(&req.id, |s, _| match s.state {
                 ScheduleState::Paused => Ok(None),
-                ScheduleState::Completed => Err(ApiError::precondition("the schedule is completed; update its spec instead")),
+                ScheduleState::Completed => {
+                    Err(ApiError::precondition("the schedule is completed; update its spec instead"))
+                }
                 ScheduleState::Active => {
                     s.state = ScheduleState::Paused;
                     s.state_reason = if reason.is_empty() { "paused by API".to_owned() } else { reason.clone() };
@@ -204,7 +212,9 @@ impl ScheduleService for Schedules {
         let s = self
             .modify(&req.id, |s, now| match s.state {
                 ScheduleState::Active => Ok(None),
-                ScheduleState::Completed => Err(ApiError::precondition("the schedule is completed; update its spec instead")),
+                ScheduleState::Completed => {
+                    Err(ApiError::precondition("the schedule is completed; update its spec instead"))
+                }
                 ScheduleState::Paused => {
                     // Resume continues from now: the ticks skipped while paused do not burst.
                     let spec = Self::compile(&s.def.spec)?;

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything in one process: API, planner and worker on SQLite (embedded mode).
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// Run the API role against Postgres.
     Api(ServerArgs),
     /// Apply database migrations and exit.

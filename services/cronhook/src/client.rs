@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use cronhook_core::Timestamp;
 use cronhook_proto::v1 as pb;
@@ -27,7 +27,7 @@ pub struct Conn {
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCmd {
     /// Create a schedule; prints its id and next five fire times.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List schedules.
     List {
         #[command(flatten)]
@@ -312,7 +312,11 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
             let mut token = String::new();
             loop {
                 let r = c
-                    .list_schedules(pb::ListSchedulesRequest { page_size: limit.min(1000), page_token: token, state: state as i32 })
+                    .list_schedules(pb::ListSchedulesRequest {
+                        page_size: limit.min(1000),
+                        page_token: token,
+                        state: state as i32,
+                    })
                     .await
                     .map_err(status)?
                     .into_inner();
@@ -332,7 +336,9 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
         }
         SchedulesCmd::Delete { conn, id } => {
             let mut c = ScheduleServiceClient::new(channel(&conn).await?);
-            c.delete_schedule(pb::DeleteScheduleRequest { id: id.clone(), etag: String::new() }).await.map_err(status)?;
+            c.delete_schedule(pb::DeleteScheduleRequest { id: id.clone(), etag: String::new() })
+                .await
+                .map_err(status)?;
             output::message(conn.output, "deleted", &id)
         }
         SchedulesCmd::Pause { conn, id, reason } => {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use cronhook_api::ApiConfig;
 use cronhook_planner::PlannerConfig;
 use cronhook_worker::WorkerConfig;

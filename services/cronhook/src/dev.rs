@@ -7,7 +7,7 @@ use cronhook_api::ApiState;
 use cronhook_election::local::LocalShardLeases;
 use cronhook_planner::Planner;
 use cronhook_queue::memory;
-use cronhook_runtime::{shutdown, spawn_task, OnError, TaskTracker};
+use cronhook_runtime::{OnError, TaskTracker, shutdown, spawn_task};
 use cronhook_worker::Worker;
 use tokio::net::TcpListener;
 

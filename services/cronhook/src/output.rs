@@ -2,7 +2,7 @@
 
 use cronhook_proto::v1 as pb;
 use cronhook_proto::{from_timestamp, to_duration_ms};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::cli::Output;
 
@@ -226,8 +226,16 @@ pub fn schedule(out: Output, s: &pb::Schedule) -> anyhow::Result<()> {
             let t = s.target.clone().unwrap_or_default();
             outln!("id:         {}", s.id);
             outln!("name:       {}", s.name);
-            outln!("state:      {}{}", state_name(s.state), if s.state_reason.is_empty() { String::new() } else { format!(" ({})", s.state_reason) });
-            outln!("spec:       {} ({})", spec_text(s.spec.as_ref()), s.spec.as_ref().map(|x| x.time_zone.as_str()).unwrap_or("UTC"));
+            outln!(
+                "state:      {}{}",
+                state_name(s.state),
+                if s.state_reason.is_empty() { String::new() } else { format!(" ({})", s.state_reason) }
+            );
+            outln!(
+                "spec:       {} ({})",
+                spec_text(s.spec.as_ref()),
+                s.spec.as_ref().map(|x| x.time_zone.as_str()).unwrap_or("UTC")
+            );
             outln!("next fire:  {}", ts_text(s.next_fire_time.as_ref()));
             outln!("request:    {} {}", t.method, t.url);
             for h in &t.headers {
@@ -300,7 +308,11 @@ pub fn run(out: Output, r: &pb::Run) -> anyhow::Result<()> {
                     ts_text(a.start_time.as_ref()),
                     ms_text(a.duration.as_ref()),
                     ms_text(a.lateness.as_ref()),
-                    if a.error_code.is_empty() { String::new() } else { format!(" error {}: {}", a.error_code, a.error_message) }
+                    if a.error_code.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" error {}: {}", a.error_code, a.error_message)
+                    }
                 );
                 if let Some(q) = &a.request {
                     outln!("  > {} {}", q.method, q.url);

@@ -41,7 +41,11 @@ impl Worker {
     }
 
     /// Consumes until `cancel` fires or the queue closes, then drains (see crate docs).
-    pub async fn run(self, mut consumer: impl TickConsumer, cancel: CancellationToken) -> Result<(), cronhook_queue::Error> {
+    pub async fn run(
+        self,
+        mut consumer: impl TickConsumer,
+        cancel: CancellationToken,
+    ) -> Result<(), cronhook_queue::Error> {
         let slots = Arc::new(Semaphore::new(self.cfg.max_in_flight.max(1)));
         let tasks = TaskTracker::new();
         // Waits (fire time, backoff) stop at once on shutdown; attempts in flight do not.
@@ -89,7 +93,8 @@ impl Worker {
         if !sleep_until(tick.fire_time, waits).await {
             return Stop::Abandon;
         }
-        let begun = self.store_retry("begin run", || self.runs.begin_run(tick, RunId::generate(), Timestamp::now())).await;
+        let begun =
+            self.store_retry("begin run", || self.runs.begin_run(tick, RunId::generate(), Timestamp::now())).await;
         let (run, mut number) = match begun {
             None => return Stop::Abandon,
             Some(BeginRun::Done(run)) => {
@@ -99,10 +104,10 @@ impl Worker {
             Some(BeginRun::Started(run)) => (run, 1),
             Some(BeginRun::Resume(run)) => {
                 tracing::info!(tick_id = %tick.id, run_id = %run.id, attempts = run.attempt_count, "resuming an unfinished run");
-                if let Some(at) = run.next_attempt_at {
-                    if !sleep_until(at, waits).await {
-                        return Stop::Abandon;
-                    }
+                if let Some(at) = run.next_attempt_at
+                    && !sleep_until(at, waits).await
+                {
+                    return Stop::Abandon;
                 }
                 let n = run.attempt_count + 1;
                 (run, n)
