@@ -11,7 +11,7 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, safe, tick_state_for, to_json};
+use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, safe, stale_etag, tick_state_for, to_json};
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
     TickStore,
@@ -260,10 +260,7 @@ impl ScheduleStore for PgStore {
             Some(r) => schedule_row(&r),
             None => {
                 let current = self.get_schedule(&s.project_id, s.id).await?;
-                Err(Error::Conflict(format!(
-                    "schedule {} changed: etag is {}, not {expected_version}; read it again",
-                    s.id, current.version
-                )))
+                Err(stale_etag(s.id, current.version, expected_version))
             }
         }
     }
@@ -282,11 +279,7 @@ impl ScheduleStore for PgStore {
         if deleted.is_none() {
             drop(tx);
             let current = self.get_schedule(project, id).await?;
-            return Err(Error::Conflict(format!(
-                "schedule {id} changed: etag is {}, not {}; read it again",
-                current.version,
-                expected_version.unwrap_or_default()
-            )));
+            return Err(stale_etag(id, current.version, expected_version.unwrap_or_default()));
         }
         sqlx::query(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = now() \

@@ -13,6 +13,11 @@ pub(crate) fn corrupt(what: &str, value: &str) -> Error {
     Error::Corrupt(format!("{what}: {value:?}"))
 }
 
+/// The conflict of an update or delete made with an etag that is no longer current.
+pub(crate) fn stale_etag(id: ScheduleId, current: i64, expected: i64) -> Error {
+    Error::Conflict(format!("schedule {id} changed: etag is {current}, not {expected}; read it again"))
+}
+
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
 }

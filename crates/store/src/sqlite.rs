@@ -15,7 +15,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, safe, tick_state_for, to_json};
+use crate::rows::{
+    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, safe, stale_etag, tick_state_for, to_json,
+};
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
     TickStore,
@@ -275,10 +277,7 @@ impl ScheduleStore for SqliteStore {
             Some(r) => schedule_row(&r),
             None => {
                 let current = self.get_schedule(&s.project_id, s.id).await?;
-                Err(Error::Conflict(format!(
-                    "schedule {} changed: etag is {}, not {expected_version}; read it again",
-                    s.id, current.version
-                )))
+                Err(stale_etag(s.id, current.version, expected_version))
             }
         }
     }
@@ -297,11 +296,7 @@ impl ScheduleStore for SqliteStore {
         if deleted.is_none() {
             drop(tx);
             let current = self.get_schedule(project, id).await?;
-            return Err(Error::Conflict(format!(
-                "schedule {id} changed: etag is {}, not {}; read it again",
-                current.version,
-                expected_version.unwrap_or_default()
-            )));
+            return Err(stale_etag(id, current.version, expected_version.unwrap_or_default()));
         }
         sqlx::query(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = ?2 \
