@@ -6,8 +6,12 @@
 //! invariant 4). A lease alone is not mutual exclusion.
 //!
 //! Implementations: [`local::LocalShardLeases`] (embedded mode: one process owns every
-//! shard).
+//! shard) and [`etcd::EtcdShardLeases`] (distributed mode: shards spread over planners,
+//! epochs from etcd revisions). Which shards a node should hold is decided by the pure
+//! [`assignment`] module.
 
+pub mod assignment;
+pub mod etcd;
 pub mod local;
 
 use std::collections::BTreeMap;

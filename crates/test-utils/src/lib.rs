@@ -27,3 +27,20 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Returns the value of the env var `name` set by scripts/test.sh, or panics saying how to
+/// get the server `what`: a test that needs a server must fail, never pass, without it.
+pub fn server_env(name: &str, what: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: this test needs {what}. Run the tests with scripts/test.sh, which starts \
+             throwaway Postgres, etcd and Kafka-protocol (Tansu) servers, or export {name} yourself"
+        ),
+    }
+}
+
+/// Returns a name unique to this test run (for etcd prefixes, topics, consumer groups).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
