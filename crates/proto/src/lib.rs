@@ -10,6 +10,8 @@ pub mod v1 {
     tonic::include_proto!("cronhook.v1");
 }
 
+pub mod tick;
+
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cronhook_descriptor");
 

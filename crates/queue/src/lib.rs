@@ -5,9 +5,12 @@
 //! deduplicate on the run's unique tick id. A queue never decides anything about a tick.
 //!
 //! Implementations: [`memory`] (embedded mode: a bounded channel; durability comes from the
-//! store's outbox, which is replayed into a fresh queue at start-up).
+//! store's outbox, which is replayed into a fresh queue at start-up) and [`kafka`]
+//! (distributed mode: a Kafka-protocol topic and a consumer group).
 
+pub mod kafka;
 pub mod memory;
+pub mod offsets;
 
 use async_trait::async_trait;
 use cronhook_core::Tick;
