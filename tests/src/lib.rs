@@ -1,8 +1,12 @@
 //! Harness of the end-to-end tests: starts the real `cronhook` binary (built by
-//! scripts/test.sh before the tests run) as a child process and talks to it over gRPC.
+//! scripts/test.sh before the tests run) as child processes and talks to them over gRPC;
+//! [`cluster`] runs the distributed roles against private servers for fault injection.
+
+pub mod cluster;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -31,45 +35,60 @@ pub fn cronhook_bin() -> anyhow::Result<PathBuf> {
 /// A running `cronhook` process; killed (SIGKILL) when dropped.
 pub struct Cronhook {
     child: Child,
-    /// `http://127.0.0.1:PORT` of its gRPC API.
+    /// A name for messages.
+    pub name: String,
+    /// `http://127.0.0.1:PORT` of its gRPC API, for processes that serve one.
     pub api: String,
-    logs: tokio::task::JoinHandle<Vec<String>>,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cronhook {
     /// Starts `cronhook <args>` and waits until it prints where its API listens.
     pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(cronhook_bin()?)
-            .args(args)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
+        Self::spawn("cronhook", args, &[], "listening on ").await
+    }
+
+    /// Starts `cronhook <args>` with extra environment and waits for a stdout line
+    /// containing `ready` (the text after it becomes `api`).
+    pub async fn spawn(name: &str, args: &[&str], env: &[(String, String)], ready: &str) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(cronhook_bin()?);
+        cmd.args(args).env("RUST_LOG", "info,sqlx=warn,librdkafka=warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
         let stderr = child.stderr.take().context("stderr")?;
-        let logs = tokio::spawn(async move {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
-            let mut kept = Vec::new();
             while let Ok(Some(l)) = lines.next_line().await {
-                kept.push(l);
+                if let Ok(mut g) = sink.lock() {
+                    g.push(l);
+                }
             }
-            kept
         });
         let mut lines = BufReader::new(stdout).lines();
+        let marker = ready.to_owned();
         let api = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.split("listening on ").nth(1) {
+                if let Some(rest) = line.split(marker.as_str()).nth(1) {
                     return Ok::<_, anyhow::Error>(rest.trim().to_owned());
                 }
             }
-            bail!("cronhook exited before listening")
+            bail!("{name} exited before it was ready")
         })
         .await
-        .context("cronhook did not start within 60 s")??;
+        .with_context(|| format!("{name} was not ready within 60 s"))??;
         // keep draining stdout so the child never blocks on a full pipe
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, api, logs })
+        Ok(Self { child, name: name.to_owned(), api, logs })
+    }
+
+    /// Returns the log lines (stderr) so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Returns a schedules client.
@@ -82,26 +101,41 @@ impl Cronhook {
         Ok(RunServiceClient::new(Channel::from_shared(self.api.clone())?.connect().await?))
     }
 
+    async fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("no pid")?;
+        let status = Command::new("kill").args([sig, &pid.to_string()]).status().await?;
+        if !status.success() {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its connections and leases but does nothing.
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP").await
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT").await
+    }
+
     /// Kills the process with SIGKILL (no shutdown path runs) and returns its log lines.
     pub async fn kill9(mut self) -> anyhow::Result<Vec<String>> {
         self.child.start_kill()?;
         self.child.wait().await?;
-        Ok(self.logs.await.unwrap_or_default())
+        Ok(self.logs())
     }
 
     /// Sends SIGINT and waits for a clean exit; returns the exit status and log lines.
     pub async fn interrupt(mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
-        let pid = self.child.id().context("no pid")?;
-        let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().await?;
-        if !status.success() {
-            bail!("kill -INT failed");
-        }
+        self.signal("-INT").await?;
         let st = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
-        Ok((st, self.logs.await.unwrap_or_default()))
+        Ok((st, self.logs()))
     }
 }
 
-/// A schedule of `spec` that POSTs `{"n":1}` to `url`.
+/// A schedule of `cron` that POSTs `{"n":1}` to `url`.
 pub fn schedule(name: &str, cron: &str, url: &str) -> pb::Schedule {
     pb::Schedule {
         name: name.into(),

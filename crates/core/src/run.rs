@@ -81,6 +81,9 @@ pub struct Run {
     pub finished_at: Option<Timestamp>,
     /// When the next retry is due, while one is waiting.
     pub next_attempt_at: Option<Timestamp>,
+    /// The waiting retry is parked in the store (the planner dispatches it when due)
+    /// rather than held by a worker.
+    pub parked: bool,
 }
 
 /// A header as recorded in a run log (secret values already redacted).

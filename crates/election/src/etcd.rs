@@ -34,8 +34,8 @@ use crate::{Ownership, ShardLeases};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EtcdConfig {
-    /// Client URLs of the etcd cluster.
-    pub endpoints: Vec<String>,
+    /// Client URLs of the etcd cluster, comma-separated.
+    pub endpoints: String,
     /// Key prefix of this cronhook cluster.
     pub prefix: String,
     /// Lease time-to-live: a crashed planner's shards move after about this long.
@@ -49,11 +49,18 @@ pub struct EtcdConfig {
 impl Default for EtcdConfig {
     fn default() -> Self {
         Self {
-            endpoints: vec!["http://127.0.0.1:2379".into()],
+            endpoints: "http://127.0.0.1:2379".into(),
             prefix: "/cronhook".into(),
             lease_ttl: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
         }
+    }
+}
+
+impl EtcdConfig {
+    /// Returns the endpoints as a list.
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect()
     }
 }
 
@@ -81,7 +88,7 @@ impl EtcdShardLeases {
         if cfg.lease_ttl < Duration::from_secs(2) {
             return Err(Error::Config("etcd.lease_ttl must be at least 2s".into()));
         }
-        if cfg.endpoints.is_empty() {
+        if cfg.endpoint_list().is_empty() {
             return Err(Error::Config("etcd.endpoints must not be empty".into()));
         }
         let (tx, _) = watch::channel(Arc::new(Ownership::default()));
@@ -170,7 +177,7 @@ impl Node {
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(self.cfg.lease_ttl / 3)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let mut client = Client::connect(&self.cfg.endpoints, Some(opts)).await?;
+        let mut client = Client::connect(self.cfg.endpoint_list(), Some(opts)).await?;
         let ttl = self.cfg.lease_ttl.as_secs().max(2) as i64;
         let lease = client.lease_grant(ttl, None).await?.id();
         let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 fn cfg(prefix: &str) -> EtcdConfig {
     EtcdConfig {
-        endpoints: vec![server_env("CRONHOOK_TEST_ETCD", "an etcd server")],
+        endpoints: server_env("CRONHOOK_TEST_ETCD", "an etcd server"),
         prefix: prefix.to_owned(),
         lease_ttl: Duration::from_secs(3),
         poll_interval: Duration::from_millis(200),
@@ -64,7 +64,7 @@ async fn shards_spread_move_on_resign_and_epochs_grow() {
 #[tokio::test]
 async fn unreachable_etcd_means_no_shards() {
     let mut c = cfg(&format!("/{}", unique("t")));
-    c.endpoints = vec!["http://127.0.0.1:1".into()];
+    c.endpoints = "http://127.0.0.1:1".into();
     let a = EtcdShardLeases::start(c, "node-x".into(), 4).unwrap();
     let ra = a.subscribe();
     tokio::time::sleep(Duration::from_secs(1)).await;

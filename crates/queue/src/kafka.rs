@@ -71,7 +71,7 @@ impl Default for KafkaConfig {
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             commit_interval: Duration::from_millis(500),
-            publish_timeout: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
         }
     }
@@ -103,6 +103,8 @@ impl ClientContext for TracingContext {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
     }
 }
+
+impl ConsumerContext for TracingContext {}
 
 fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -139,34 +141,46 @@ pub async fn ensure_topic(cfg: &KafkaConfig) -> Result<()> {
 
 /// Publishes ticks to the topic.
 pub struct KafkaTickPublisher {
-    producer: FutureProducer<TracingContext>,
+    producer: std::sync::RwLock<Arc<FutureProducer<TracingContext>>>,
     cfg: KafkaConfig,
+}
+
+fn producer(cfg: &KafkaConfig) -> Result<FutureProducer<TracingContext>> {
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", cfg.publish_timeout.as_millis().to_string());
+    apply_properties(&mut c, cfg);
+    c.create_with_context(TracingContext).map_err(backend)
 }
 
 impl KafkaTickPublisher {
     /// Creates the producer (and the topic if missing).
     pub async fn new(cfg: KafkaConfig) -> Result<Self> {
-        let mut c = base_config(&cfg);
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", cfg.publish_timeout.as_millis().to_string());
-        apply_properties(&mut c, &cfg);
-        let producer = c.create_with_context(TracingContext).map_err(backend)?;
+        let p = producer(&cfg)?;
         if let Err(e) = ensure_topic(&cfg).await {
             tracing::warn!(error = %e, "cannot create the ticks topic yet; retrying on publish");
         }
-        Ok(Self { producer, cfg })
+        Ok(Self { producer: std::sync::RwLock::new(Arc::new(p)), cfg })
     }
 
-    async fn send_all(&self, ticks: &[Tick]) -> std::result::Result<(), KafkaError> {
+    fn current(&self) -> Result<Arc<FutureProducer<TracingContext>>> {
+        self.producer.read().map(|p| p.clone()).map_err(|_| Error::Backend("producer lock poisoned".into()))
+    }
+
+    async fn send_all(
+        &self,
+        p: &FutureProducer<TracingContext>,
+        ticks: &[Tick],
+    ) -> std::result::Result<(), KafkaError> {
         let encoded: Vec<(String, Vec<u8>)> =
             ticks.iter().map(|t| (t.schedule_id.to_string(), encode_tick(t))).collect();
         let sends = encoded.iter().map(|(key, payload)| {
             let record = FutureRecord::to(&self.cfg.topic).key(key.as_str()).payload(payload.as_slice());
-            self.producer.send(record, self.cfg.publish_timeout)
+            p.send(record, self.cfg.publish_timeout)
         });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e)?;
@@ -178,15 +192,21 @@ impl KafkaTickPublisher {
 #[async_trait]
 impl TickPublisher for KafkaTickPublisher {
     async fn publish(&self, ticks: &[Tick]) -> Result<()> {
-        match self.send_all(ticks).await {
+        let p = self.current()?;
+        match self.send_all(&p, ticks).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                // A broker that lost its topics (restart of a non-durable broker, a deleted
-                // topic): create it again and retry once. Duplicates are deduplicated by
-                // workers on the tick id.
-                tracing::warn!(error = %e, "publish failed; making sure the topic exists and retrying");
+                // The broker may have lost its topics (a restart of a non-durable broker, a
+                // deleted topic) and with them the idempotent producer's state: create the
+                // topic again and start a fresh producer (new producer id). Duplicates this
+                // may cause are deduplicated by workers on the tick id.
+                tracing::warn!(error = %e, "publish failed; recreating the topic if missing and the producer");
                 ensure_topic(&self.cfg).await?;
-                self.send_all(ticks).await.map_err(backend)
+                let fresh = Arc::new(producer(&self.cfg)?);
+                if let Ok(mut slot) = self.producer.write() {
+                    *slot = fresh.clone();
+                }
+                self.send_all(&fresh, ticks).await.map_err(backend)
             }
         }
     }
@@ -251,6 +271,8 @@ fn offset_list(topic: &str, offsets: &[(i32, i64)]) -> Option<TopicPartitionList
 pub struct KafkaTickConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     topic: String,
+    cfg: KafkaConfig,
+    last_topic_check: std::time::Instant,
     tracker: Arc<Mutex<OffsetTracker>>,
     assignments: Arc<std::sync::atomic::AtomicU64>,
     committer: tokio::task::JoinHandle<()>,
@@ -297,14 +319,22 @@ impl KafkaTickConsumer {
             loop {
                 tokio::time::sleep(every).await;
                 let offsets = trk.lock().map(|mut t| t.committable()).unwrap_or_default();
-                if let Some(list) = offset_list(&topic, &offsets) {
-                    if let Err(e) = cons.commit(&list, CommitMode::Async) {
-                        tracing::warn!(error = %e, "offset commit failed; the ticks may be delivered again");
-                    }
+                if let Some(list) = offset_list(&topic, &offsets)
+                    && let Err(e) = cons.commit(&list, CommitMode::Async)
+                {
+                    tracing::warn!(error = %e, "offset commit failed; the ticks may be delivered again");
                 }
             }
         });
-        Ok(Self { consumer, topic: cfg.topic, tracker, assignments, committer })
+        Ok(Self {
+            consumer,
+            topic: cfg.topic.clone(),
+            cfg,
+            last_topic_check: std::time::Instant::now(),
+            tracker,
+            assignments,
+            committer,
+        })
     }
 
     /// Returns how many assignments this member has received (tests wait on it).
@@ -337,8 +367,16 @@ impl TickConsumer for KafkaTickConsumer {
                 Ok(m) => m,
                 Err(e) => {
                     // Broker down, topic missing after a broker restart...: librdkafka
-                    // reconnects by itself; keep receiving.
+                    // reconnects by itself; we recreate a missing topic; keep receiving.
                     tracing::warn!(error = %e, "consumer error");
+                    if matches!(e, KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))
+                        && self.last_topic_check.elapsed() > Duration::from_secs(5)
+                    {
+                        self.last_topic_check = std::time::Instant::now();
+                        if let Err(e) = ensure_topic(&self.cfg).await {
+                            tracing::warn!(error = %e, "cannot recreate the ticks topic");
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -359,4 +397,87 @@ impl TickConsumer for KafkaTickConsumer {
             }
         }
     }
+}
+
+/// A member of the workers' consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Member id given by the broker.
+    pub id: String,
+    /// The client's id.
+    pub client_id: String,
+    /// The client's host.
+    pub host: String,
+}
+
+/// Lag of one partition of the ticks topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Partition.
+    pub partition: i32,
+    /// High watermark (next offset to be written).
+    pub high: i64,
+    /// Committed offset of the group (`None`: nothing committed).
+    pub committed: Option<i64>,
+    /// Messages not yet committed.
+    pub lag: i64,
+}
+
+/// What the broker knows of the workers' group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Group state (Stable, PreparingRebalance, Empty...).
+    pub state: String,
+    /// Current members.
+    pub members: Vec<GroupMember>,
+    /// Per-partition lag.
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Reads the group's members and per-partition lag (for `cronhook cluster status`).
+pub async fn group_status(cfg: KafkaConfig) -> Result<GroupStatus> {
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let mut c = base_config(&cfg);
+        c.set("group.id", &cfg.group_id).set("enable.auto.commit", "false");
+        apply_properties(&mut c, &cfg);
+        // A consumer that never subscribes does not join the group: it only reads.
+        let consumer: BaseConsumer<TracingContext> = c.create_with_context(TracingContext).map_err(backend)?;
+        let groups = consumer.fetch_group_list(Some(&cfg.group_id), timeout).map_err(backend)?;
+        let (state, members) = groups
+            .groups()
+            .first()
+            .map(|g| {
+                let members = g
+                    .members()
+                    .iter()
+                    .map(|m| GroupMember {
+                        id: m.id().to_owned(),
+                        client_id: m.client_id().to_owned(),
+                        host: m.client_host().to_owned(),
+                    })
+                    .collect();
+                (g.state().to_owned(), members)
+            })
+            .unwrap_or_else(|| ("Unknown".to_owned(), Vec::new()));
+        let meta = consumer.fetch_metadata(Some(&cfg.topic), timeout).map_err(backend)?;
+        let parts: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(&cfg.topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout).map_err(backend)?;
+        let mut partitions = Vec::new();
+        for p in parts {
+            let (_, high) = consumer.fetch_watermarks(&cfg.topic, p, timeout).map_err(backend)?;
+            let off = committed.find_partition(&cfg.topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            partitions.push(PartitionLag { partition: p, high, committed: off, lag: high - off.unwrap_or(0) });
+        }
+        Ok(GroupStatus { state, members, partitions })
+    })
+    .await
+    .map_err(backend)?
 }

@@ -21,7 +21,7 @@ use cronhook_core::{Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, Schedu
 pub use error::{Error, Result};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use types::{AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunFilter};
+pub use types::{AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunFilter, ShardLease};
 
 /// Schedules as the API reads and writes them.
 #[async_trait]
@@ -60,6 +60,9 @@ pub trait TickStore: Send + Sync + 'static {
     /// Returns the cluster's fixed shard count (stored, so every node agrees).
     async fn shard_count(&self) -> Result<u32>;
 
+    /// Returns every shard's recorded owner and epoch, in shard order.
+    async fn shard_leases(&self) -> Result<Vec<ShardLease>>;
+
     /// Returns the highest epoch recorded for any shard (0 when none).
     async fn max_epoch(&self) -> Result<i64>;
 
@@ -94,6 +97,20 @@ pub trait TickStore: Send + Sync + 'static {
 
     /// Marks ticks as published at `at` (only those still `planned`; a later state wins).
     async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
+
+    /// Returns up to `limit` parked runs of `shards` whose next attempt is due by `horizon`
+    /// and not yet dispatched for that attempt (or dispatched before `redispatch_before`,
+    /// in case that dispatch was lost), as ticks whose fire time is the attempt's time.
+    async fn due_retries(
+        &self,
+        shards: &[u32],
+        horizon: Timestamp,
+        redispatch_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Tick>>;
+
+    /// Records that the parked runs of these ticks were dispatched at `at`.
+    async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
 }
 
 /// The worker's side: runs and attempts.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, safe, stale_etag, tick_state_for, to_json};
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
-    TickStore,
+    ShardLease, TickStore,
 };
 
 /// Stores everything in Postgres.
@@ -44,7 +44,7 @@ const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, sta
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition::text AS definition";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-                        attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at";
+                        attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
 fn schedule_row(r: &PgRow) -> Result<Schedule> {
     ScheduleRow {
@@ -96,6 +96,7 @@ fn run_row(r: &PgRow) -> Result<Run> {
         started_at: ms_opt(r, "started_at")?,
         finished_at: ms_opt(r, "finished_at")?,
         next_attempt_at: ms_opt(r, "next_attempt_at")?,
+        parked: r.try_get("parked")?,
     }
     .into_domain()
 }
@@ -308,6 +309,22 @@ impl TickStore for PgStore {
         v.parse().map_err(|_| corrupt("cluster_settings.shard_count", &v))
     }
 
+    async fn shard_leases(&self) -> Result<Vec<ShardLease>> {
+        let rows = sqlx::query("SELECT shard, epoch, owner, claimed_at FROM shard_leases ORDER BY shard")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ShardLease {
+                    shard: r.try_get::<i32, _>("shard")? as u32,
+                    epoch: r.try_get("epoch")?,
+                    owner: r.try_get("owner")?,
+                    claimed_at: ms_opt(r, "claimed_at")?.map(Timestamp::from_millis),
+                })
+            })
+            .collect()
+    }
+
     async fn max_epoch(&self) -> Result<i64> {
         let v: Option<i64> = sqlx::query_scalar("SELECT max(epoch) FROM shard_leases").fetch_one(&self.pool).await?;
         Ok(v.unwrap_or(0))
@@ -481,14 +498,49 @@ impl TickStore for PgStore {
         .await?;
         Ok(())
     }
+
+    async fn due_retries(
+        &self,
+        shards: &[u32],
+        horizon: Timestamp,
+        redispatch_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE r.parked AND r.status = 'running' AND r.shard = ANY($1) AND r.next_attempt_at <= $2 \
+             AND (r.dispatched_for IS DISTINCT FROM r.next_attempt_at OR r.dispatched_at < $3) \
+             ORDER BY r.next_attempt_at LIMIT $4"
+        )))
+        .bind(shard_list(shards))
+        .bind(dt(horizon))
+        .bind(dt(redispatch_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+        sqlx::query("UPDATE runs SET dispatched_at = $2, dispatched_for = next_attempt_at WHERE tick_id = ANY($1)")
+            .bind(ids)
+            .bind(dt(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
+
+const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
+                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition::text AS definition";
 
 #[async_trait]
 impl RunStore for PgStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) ON CONFLICT (tick_id) DO NOTHING \
+             created_at, shard) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (tick_id) DO NOTHING \
              RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
@@ -499,6 +551,7 @@ impl RunStore for PgStore {
         .bind(tick.schedule_version)
         .bind(tick.trigger.as_str())
         .bind(dt(now))
+        .bind(tick.shard as i32)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = inserted {
@@ -543,8 +596,8 @@ impl RunStore for PgStore {
         .await?;
         sqlx::query(
             "UPDATE runs SET status = $2, attempt_count = GREATEST(attempt_count, $3), http_status = $4, \
-             last_error = $5, started_at = COALESCE(started_at, $6), finished_at = $7, next_attempt_at = $8 \
-             WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+             last_error = $5, started_at = COALESCE(started_at, $6), finished_at = $7, next_attempt_at = $8, \
+             parked = $9 WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(a.run_id.as_uuid())
         .bind(rec.status.as_str())
@@ -554,6 +607,7 @@ impl RunStore for PgStore {
         .bind(dt(a.started_at))
         .bind(rec.finished_at.map(dt))
         .bind(rec.next_attempt_at.map(dt))
+        .bind(rec.park && rec.next_attempt_at.is_some())
         .execute(&mut *tx)
         .await?;
         if let Some(state) = tick_state_for(rec.status) {

@@ -121,6 +121,7 @@ pub(crate) struct RunRow {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub next_attempt_at: Option<i64>,
+    pub parked: bool,
 }
 
 impl RunRow {
@@ -141,6 +142,7 @@ impl RunRow {
             started_at: self.started_at.map(ts),
             finished_at: self.finished_at.map(ts),
             next_attempt_at: self.next_attempt_at.map(ts),
+            parked: self.parked,
         })
     }
 }

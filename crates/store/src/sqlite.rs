@@ -20,7 +20,7 @@ use crate::rows::{
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
-    TickStore,
+    ShardLease, TickStore,
 };
 
 /// Stores everything in one SQLite file.
@@ -48,7 +48,7 @@ const SCHEDULE_COLS: &str = "project_id, id, definition, state, state_reason, ne
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-                        attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at";
+                        attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
 fn schedule_row(r: &SqliteRow) -> Result<Schedule> {
     ScheduleRow {
@@ -100,6 +100,7 @@ fn run_row(r: &SqliteRow) -> Result<Run> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         next_attempt_at: r.try_get("next_attempt_at")?,
+        parked: r.try_get("parked")?,
     }
     .into_domain()
 }
@@ -326,6 +327,22 @@ impl TickStore for SqliteStore {
         v.parse().map_err(|_| corrupt("cluster_settings.shard_count", &v))
     }
 
+    async fn shard_leases(&self) -> Result<Vec<ShardLease>> {
+        let rows = sqlx::query("SELECT shard, epoch, owner, claimed_at FROM shard_leases ORDER BY shard")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ShardLease {
+                    shard: r.try_get::<i64, _>("shard")? as u32,
+                    epoch: r.try_get("epoch")?,
+                    owner: r.try_get("owner")?,
+                    claimed_at: r.try_get::<Option<i64>, _>("claimed_at")?.map(Timestamp::from_millis),
+                })
+            })
+            .collect()
+    }
+
     async fn max_epoch(&self) -> Result<i64> {
         let v: Option<i64> = sqlx::query_scalar("SELECT max(epoch) FROM shard_leases").fetch_one(&self.pool).await?;
         Ok(v.unwrap_or(0))
@@ -493,12 +510,46 @@ impl TickStore for SqliteStore {
     }
 
     async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
-        let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
         sqlx::query(
             "UPDATE ticks SET state = 'published', published_at = ?2, updated_at = ?2 \
              WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('planned', 'published')",
         )
-        .bind(format!("[{}]", list.join(",")))
+        .bind(id_json(ids))
+        .bind(at.as_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_retries(
+        &self,
+        shards: &[u32],
+        horizon: Timestamp,
+        redispatch_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE r.parked AND r.status = 'running' AND r.shard IN (SELECT value FROM json_each(?1)) \
+             AND r.next_attempt_at <= ?2 \
+             AND (r.dispatched_for IS NOT r.next_attempt_at OR r.dispatched_at < ?3) \
+             ORDER BY r.next_attempt_at LIMIT ?4"
+        )))
+        .bind(shard_json(shards))
+        .bind(horizon.as_millis())
+        .bind(redispatch_before.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET dispatched_at = ?2, dispatched_for = next_attempt_at \
+             WHERE tick_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_json(ids))
         .bind(at.as_millis())
         .execute(&self.pool)
         .await?;
@@ -506,12 +557,20 @@ impl TickStore for SqliteStore {
     }
 }
 
+const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
+                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition";
+
+fn id_json(ids: &[TickId]) -> String {
+    let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("[{}]", list.join(","))
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8) ON CONFLICT (tick_id) DO NOTHING \
+             created_at, shard) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9) ON CONFLICT (tick_id) DO NOTHING \
              RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
@@ -522,6 +581,7 @@ impl RunStore for SqliteStore {
         .bind(tick.schedule_version)
         .bind(tick.trigger.as_str())
         .bind(now.as_millis())
+        .bind(i64::from(tick.shard))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = inserted {
@@ -566,8 +626,8 @@ impl RunStore for SqliteStore {
         .await?;
         sqlx::query(
             "UPDATE runs SET status = ?2, attempt_count = MAX(attempt_count, ?3), http_status = ?4, \
-             last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8 \
-             WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+             last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8, \
+             parked = ?9 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(a.run_id.to_string())
         .bind(rec.status.as_str())
@@ -577,6 +637,7 @@ impl RunStore for SqliteStore {
         .bind(a.started_at.as_millis())
         .bind(i64_opt(rec.finished_at))
         .bind(i64_opt(rec.next_attempt_at))
+        .bind(rec.park && rec.next_attempt_at.is_some())
         .execute(&mut *tx)
         .await?;
         if let Some(state) = tick_state_for(rec.status) {

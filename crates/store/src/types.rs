@@ -80,6 +80,9 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<Timestamp>,
     /// When the run ended, if it did.
     pub finished_at: Option<Timestamp>,
+    /// The next attempt is too far away to wait in a worker: the run is parked and the
+    /// shard's planner dispatches it again when due.
+    pub park: bool,
 }
 
 /// Which runs to list.
@@ -97,4 +100,17 @@ pub struct RunFilter {
     pub before: Option<(Timestamp, RunId)>,
     /// Page size.
     pub limit: u32,
+}
+
+/// A shard's recorded owner (for cluster status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLease {
+    /// The shard.
+    pub shard: u32,
+    /// Its current epoch.
+    pub epoch: i64,
+    /// Who claimed it last.
+    pub owner: Option<String>,
+    /// When.
+    pub claimed_at: Option<Timestamp>,
 }

@@ -58,6 +58,7 @@ store_suite!(
     concurrent_begin_run_creates_one_run,
     runs_filter_and_paginate_newest_first,
     delete_cancels_open_ticks,
+    parked_retries_are_dispatched_once_per_attempt,
 );
 
 fn project() -> ProjectId {
@@ -312,6 +313,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
             status: RunStatus::Succeeded,
             next_attempt_at: None,
             finished_at: Some(ms(100_010)),
+            park: false,
         })
         .await
         .unwrap();
@@ -341,6 +343,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
             status: RunStatus::Running,
             next_attempt_at: Some(ms(6_000)),
             finished_at: None,
+            park: false,
         })
         .await
         .unwrap();
@@ -359,6 +362,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         status: RunStatus::Succeeded,
         next_attempt_at: None,
         finished_at: Some(ms(6_100)),
+        park: false,
     };
     st.runs.record_attempt(&rec).await.unwrap();
     st.runs.record_attempt(&rec).await.unwrap();
@@ -419,6 +423,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
                         status: RunStatus::Failed,
                         next_attempt_at: None,
                         finished_at: Some(ms(2)),
+                        park: false,
                     })
                     .await
                     .unwrap();
@@ -462,4 +467,44 @@ async fn delete_cancels_open_ticks(st: Stores) {
     st.schedules.delete_schedule(&project(), s.id, None).await.unwrap();
     assert!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().is_empty());
     assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().is_empty());
+}
+
+async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let t = tick_of(&s, ms(5_000));
+    st.ticks.insert_tick(&t).await.unwrap();
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001)).await.unwrap() else { panic!() };
+    let park = |n: u32, at: i64| AttemptRecord {
+        project_id: project(),
+        tick_id: t.id,
+        attempt: attempt(run.id, n, Some(503)),
+        status: RunStatus::Running,
+        next_attempt_at: Some(ms(at)),
+        finished_at: None,
+        park: true,
+    };
+    st.runs.record_attempt(&park(1, 60_000)).await.unwrap();
+    assert!(st.ticks.due_retries(&all, ms(59_999), ms(0), 10).await.unwrap().is_empty(), "not due yet");
+    let due = st.ticks.due_retries(&all, ms(60_000), ms(0), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].fire_time, due[0].nominal_time), (t.id, ms(60_000), ms(5_000)));
+    let other: Vec<u32> = all.iter().copied().filter(|x| *x != s.shard).collect();
+    assert!(st.ticks.due_retries(&other, ms(60_000), ms(0), 10).await.unwrap().is_empty(), "scoped by shard");
+
+    st.ticks.mark_dispatched(&[t.id], ms(59_000)).await.unwrap();
+    assert!(st.ticks.due_retries(&all, ms(60_000), ms(0), 10).await.unwrap().is_empty(), "dispatched once");
+    assert_eq!(
+        st.ticks.due_retries(&all, ms(60_000), ms(59_001), 10).await.unwrap().len(),
+        1,
+        "a lost dispatch is retried"
+    );
+    // the next parked attempt is a new dispatch
+    st.runs.record_attempt(&park(2, 120_000)).await.unwrap();
+    assert_eq!(st.ticks.due_retries(&all, ms(120_000), ms(0), 10).await.unwrap().len(), 1);
+    // a worker holding the retry in memory does not park: nothing for the planner
+    let held = AttemptRecord { park: false, attempt: attempt(run.id, 3, Some(503)), ..park(3, 130_000) };
+    st.runs.record_attempt(&held).await.unwrap();
+    assert!(st.ticks.due_retries(&all, ms(200_000), ms(0), 10).await.unwrap().is_empty());
 }

@@ -5,6 +5,7 @@
 //! Test-only: nothing here is used by a production path.
 
 pub mod postgres;
+pub mod servers;
 pub mod sink;
 
 use std::future::Future;

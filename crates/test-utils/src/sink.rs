@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +41,7 @@ pub struct WebhookSink {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,13 +52,14 @@ impl WebhookSink {
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (rec, st) = (received.clone(), status.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (rec, st, dl) = (received.clone(), status.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (rec, st) = (rec.clone(), st.clone());
+                let (rec, st, dl) = (rec.clone(), st.clone(), dl.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (rec, st) = (rec.clone(), st.clone());
+                        let (rec, st, dl) = (rec.clone(), st.clone(), dl.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
@@ -77,6 +79,10 @@ impl WebhookSink {
                             if let Ok(mut g) = rec.lock() {
                                 g.push(r);
                             }
+                            let delay = dl.load(Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
                             *resp.status_mut() = hyper::StatusCode::from_u16(st.load(Ordering::Relaxed))
                                 .unwrap_or(hyper::StatusCode::OK);
@@ -90,7 +96,7 @@ impl WebhookSink {
                 });
             }
         });
-        Ok(Self { addr, received, status, task })
+        Ok(Self { addr, received, status, delay_ms, task })
     }
 
     /// Returns `http://127.0.0.1:PORT{path}`.
@@ -101,6 +107,11 @@ impl WebhookSink {
     /// Sets the status code of later responses.
     pub fn respond_with(&self, status: u16) {
         self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Makes later responses wait `d` after the request is recorded (a slow target).
+    pub fn respond_after(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Returns a copy of everything received so far.

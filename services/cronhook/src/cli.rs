@@ -27,6 +27,13 @@ pub enum Command {
     Dev(Box<DevArgs>),
     /// Run the API role against Postgres.
     Api(ServerArgs),
+    /// Run the planner role: own shards through etcd, publish due ticks to Kafka.
+    Planner(PlannerArgs),
+    /// Run the worker role: consume ticks from Kafka, deliver, record runs.
+    Worker(WorkerArgs),
+    /// Inspect the distributed cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Apply database migrations and exit.
     Migrate(MigrateArgs),
     /// Print the effective configuration (after file, environment and defaults).
@@ -60,6 +67,51 @@ pub struct ServerArgs {
     /// gRPC listen address (default 127.0.0.1:7070).
     #[arg(long, env = "CRONHOOK_API_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlannerArgs {
+    /// postgres://user@host:port/db
+    #[arg(long, env = "CRONHOOK_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "CRONHOOK_ETCD_ENDPOINTS", value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "CRONHOOK_KAFKA_BROKERS", value_name = "HOSTS")]
+    pub kafka: Option<String>,
+    /// Name of this planner (default host-pid).
+    #[arg(long, env = "CRONHOOK_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// postgres://user@host:port/db
+    #[arg(long, env = "CRONHOOK_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "CRONHOOK_KAFKA_BROKERS", value_name = "HOSTS")]
+    pub kafka: Option<String>,
+    /// Name of this worker (default host-pid).
+    #[arg(long, env = "CRONHOOK_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Which planner owns which shards (with epochs), and the workers' group and lag.
+    Status {
+        /// postgres://user@host:port/db
+        #[arg(long, env = "CRONHOOK_DATABASE_URL", value_name = "URL")]
+        database_url: Option<String>,
+        /// Kafka bootstrap servers, comma-separated.
+        #[arg(long, env = "CRONHOOK_KAFKA_BROKERS", value_name = "HOSTS")]
+        kafka: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', env = "CRONHOOK_OUTPUT", value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +172,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logs(&cfg);
             crate::dev::run_api(cfg).await
         }
+        Command::Planner(a) => {
+            let mut cfg = load(cli.config.as_deref())?;
+            set(&mut cfg.database.url, a.database_url);
+            set(&mut cfg.etcd.endpoints, a.etcd);
+            set(&mut cfg.kafka.brokers, a.kafka);
+            set(&mut cfg.node_id, a.node_id);
+            cfg.validate()?;
+            cfg.require_database()?;
+            init_logs(&cfg);
+            crate::distributed::run_planner(cfg).await
+        }
+        Command::Worker(a) => {
+            let mut cfg = load(cli.config.as_deref())?;
+            set(&mut cfg.database.url, a.database_url);
+            set(&mut cfg.kafka.brokers, a.kafka);
+            set(&mut cfg.node_id, a.node_id);
+            cfg.validate()?;
+            cfg.require_database()?;
+            init_logs(&cfg);
+            crate::distributed::run_worker(cfg).await
+        }
+        Command::Cluster(ClusterCmd::Status { database_url, kafka, output }) => {
+            let mut cfg = load(cli.config.as_deref())?;
+            set(&mut cfg.database.url, database_url);
+            set(&mut cfg.kafka.brokers, kafka);
+            cfg.validate()?;
+            cfg.require_database()?;
+            crate::distributed::cluster_status(cfg, output).await
+        }
         Command::Migrate(a) => {
             let mut cfg = load(cli.config.as_deref())?;
             if let Some(u) = a.database_url {
@@ -139,6 +220,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schedules(c) => crate::client::schedules(c).await,
         Command::Runs(c) => crate::client::runs(c).await,
+    }
+}
+
+fn set(field: &mut String, flag: Option<String>) {
+    if let Some(v) = flag {
+        *field = v;
     }
 }
 

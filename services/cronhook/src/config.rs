@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cronhook_api::ApiConfig;
+use cronhook_election::etcd::EtcdConfig;
 use cronhook_planner::PlannerConfig;
+use cronhook_queue::kafka::KafkaConfig;
 use cronhook_worker::WorkerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,8 @@ pub struct Config {
     pub log_format: String,
     /// Number of shards, fixed when the database is created.
     pub shard_count: u32,
+    /// This process's name among planners and workers (default: host name and pid).
+    pub node_id: String,
     /// `[database]`
     pub database: DatabaseConfig,
     /// `[dev]`
@@ -29,6 +33,10 @@ pub struct Config {
     pub planner: PlannerConfig,
     /// `[worker]`
     pub worker: WorkerConfig,
+    /// `[etcd]`: shard leases of the distributed mode.
+    pub etcd: EtcdConfig,
+    /// `[kafka]`: the ticks topic and the workers' group of the distributed mode.
+    pub kafka: KafkaConfig,
 }
 
 /// `[database]`
@@ -60,12 +68,15 @@ impl Default for Config {
         Self {
             log_format: "text".into(),
             shard_count: 256,
+            node_id: String::new(),
             database: DatabaseConfig::default(),
             dev: DevConfig::default(),
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
             planner: PlannerConfig::default(),
             worker: WorkerConfig::default(),
+            etcd: EtcdConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -82,7 +93,7 @@ impl Default for QueueConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["database", "dev", "queue", "api", "planner", "worker"];
+const SECTIONS: &[&str] = &["database", "dev", "queue", "api", "planner", "worker", "etcd", "kafka"];
 
 impl Config {
     /// Loads defaults, file and environment.
@@ -110,8 +121,35 @@ impl Config {
         if self.planner.lookahead.as_millis() > 60_000 {
             bail!("planner.lookahead: must be at most 60s");
         }
+        if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
+            bail!("kafka.partitions and kafka.replication_factor: must be at least 1");
+        }
+        if self.etcd.lease_ttl.as_secs() < 2 {
+            bail!("etcd.lease_ttl: must be at least 2s");
+        }
         if self.api.max_body_bytes > 16 * 1024 * 1024 {
             bail!("api.max_body_bytes: must be at most 16 MiB");
+        }
+        Ok(())
+    }
+
+    /// Returns this process's node id: the configured one, or `<host>-<pid>`.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+
+    /// Checks the settings the distributed roles need.
+    pub fn require_database(&self) -> anyhow::Result<()> {
+        if self.database.url.is_empty() {
+            bail!("database.url: required (--database-url or CRONHOOK_DATABASE_URL)");
         }
         Ok(())
     }

@@ -1,13 +1,15 @@
 //! `cronhook`: every role of the scheduler and its command-line client in one binary.
 //!
 //! `cronhook dev` runs API, planner and worker in one process on SQLite (the embedded
-//! mode); `cronhook api` serves the API on Postgres; `cronhook schedules ...` and
+//! mode); `cronhook api`, `cronhook planner` and `cronhook worker` are the roles of the
+//! distributed mode (Postgres, etcd, Kafka); `cronhook schedules ...` and
 //! `cronhook runs ...` talk to a running API over gRPC.
 
 mod cli;
 mod client;
 mod config;
 mod dev;
+mod distributed;
 mod output;
 
 use clap::Parser;

@@ -26,6 +26,8 @@ pub struct PlannerStats {
     pub republished: AtomicU64,
     /// Writes rejected because the shard's epoch moved on.
     pub fenced: AtomicU64,
+    /// Parked retries dispatched to workers.
+    pub retries_dispatched: AtomicU64,
 }
 
 /// Plans the shards this node owns. See the crate docs for the protocol.
@@ -84,7 +86,11 @@ impl Planner {
             };
             let more = match stepped {
                 Ok(more) => more,
-                Err(Error::Queue(e)) if !cancel.is_cancelled() => break Err(Error::Queue(e)),
+                // A closed queue will not come back: stop. A broker error (down, lost topic)
+                // is retried: the ticks stay in the outbox until a publish succeeds.
+                Err(Error::Queue(cronhook_queue::Error::Closed)) if !cancel.is_cancelled() => {
+                    break Err(Error::Queue(cronhook_queue::Error::Closed));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "planning pass failed; retrying");
                     false
@@ -166,6 +172,7 @@ impl Planner {
             }
         }
         self.publish_outbox(&shards, cancel).await?;
+        self.dispatch_retries(&shards, now, horizon).await?;
         Ok(full)
     }
 
@@ -197,6 +204,20 @@ impl Planner {
                 return Ok(());
             }
         }
+    }
+
+    /// Publishes parked retries that fall due within the window (the same path as ticks).
+    async fn dispatch_retries(&self, shards: &[u32], now: Timestamp, horizon: Timestamp) -> Result<(), Error> {
+        let lost_before = now.add_millis(-(self.cfg.reconcile_grace.as_millis() as i64));
+        let due = self.store.due_retries(shards, horizon, lost_before, self.cfg.publish_batch).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.publisher.publish(&due).await?;
+        let ids: Vec<TickId> = due.iter().map(|t| t.id).collect();
+        self.store.mark_dispatched(&ids, now).await?;
+        self.stats.retries_dispatched.fetch_add(due.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn publish(&self, ticks: &[Tick]) -> Result<(), Error> {

@@ -16,6 +16,10 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// Response body bytes stored per attempt.
     pub max_response_body: usize,
+    /// Retries due sooner than this wait in the worker; later ones are parked in the store
+    /// and dispatched again by the planner when due, so memory does not hold them.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_wait_in_memory: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -25,6 +29,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
+            max_retry_wait_in_memory: Duration::from_secs(10),
         }
     }
 }

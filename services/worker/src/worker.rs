@@ -19,9 +19,6 @@ pub struct Worker {
     cfg: WorkerConfig,
 }
 
-/// How many times a failed store write is retried before the tick is left for redelivery.
-const STORE_RETRIES: u32 = 5;
-
 enum Stop {
     /// The outcome is durable: acknowledge.
     Done,
@@ -93,8 +90,9 @@ impl Worker {
         if !sleep_until(tick.fire_time, waits).await {
             return Stop::Abandon;
         }
-        let begun =
-            self.store_retry("begin run", || self.runs.begin_run(tick, RunId::generate(), Timestamp::now())).await;
+        let begun = self
+            .store_retry("begin run", waits, || self.runs.begin_run(tick, RunId::generate(), Timestamp::now()))
+            .await;
         let (run, mut number) = match begun {
             None => return Stop::Abandon,
             Some(BeginRun::Done(run)) => {
@@ -104,10 +102,14 @@ impl Worker {
             Some(BeginRun::Started(run)) => (run, 1),
             Some(BeginRun::Resume(run)) => {
                 tracing::info!(tick_id = %tick.id, run_id = %run.id, attempts = run.attempt_count, "resuming an unfinished run");
-                if let Some(at) = run.next_attempt_at
-                    && !sleep_until(at, waits).await
-                {
-                    return Stop::Abandon;
+                if let Some(at) = run.next_attempt_at {
+                    if run.parked && at.millis_since(Timestamp::now()) > self.max_wait_ms() {
+                        // Parked and not due yet: the planner dispatches it when it is.
+                        return Stop::Done;
+                    }
+                    if !sleep_until(at, waits).await {
+                        return Stop::Abandon;
+                    }
                 }
                 let n = run.attempt_count + 1;
                 (run, n)
@@ -119,6 +121,7 @@ impl Worker {
             let first = first_start.unwrap_or(sent.attempt.started_at);
             let (status, next_at) = self.decide(tick, &sent, number, first);
             let now = Timestamp::now();
+            let park = next_at.is_some_and(|at| at.millis_since(now) > self.max_wait_ms());
             let rec = AttemptRecord {
                 project_id: tick.project_id.clone(),
                 tick_id: tick.id,
@@ -126,19 +129,24 @@ impl Worker {
                 status,
                 next_attempt_at: next_at,
                 finished_at: status.is_final().then_some(now),
+                park,
             };
-            if self.store_retry("record attempt", || self.runs.record_attempt(&rec)).await.is_none() {
+            if self.store_retry("record attempt", waits, || self.runs.record_attempt(&rec)).await.is_none() {
                 return Stop::Abandon;
             }
             log_attempt(tick, &sent, status);
-            if status.is_final() {
-                return Stop::Done;
+            if status.is_final() || park {
+                return Stop::Done; // final, or parked: durable either way
             }
             match next_at {
                 Some(at) if sleep_until(at, waits).await => number += 1,
                 _ => return Stop::Abandon,
             }
         }
+    }
+
+    fn max_wait_ms(&self) -> i64 {
+        self.cfg.max_retry_wait_in_memory.as_millis() as i64
     }
 
     /// Returns the run's status after attempt `number` and, when another attempt follows,
@@ -164,23 +172,32 @@ impl Worker {
         }
     }
 
-    async fn store_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    /// Retries a store operation until it succeeds or shutdown begins (`None`). Giving up
+    /// earlier would strand a run the database half knows about; holding the slot instead
+    /// applies back-pressure until the database is back.
+    async fn store_retry<T, F, Fut>(&self, what: &str, waits: &CancellationToken, mut op: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = cronhook_store::Result<T>>,
     {
         let mut wait = Duration::from_millis(100);
-        for attempt in 1..=STORE_RETRIES {
+        let mut failures = 0u32;
+        loop {
             match op().await {
                 Ok(v) => return Some(v),
                 Err(e) => {
-                    tracing::warn!(error = %e, attempt, "store write failed: {what}");
-                    tokio::time::sleep(wait).await;
+                    failures += 1;
+                    if failures <= 3 || failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, failures, "store write failed: {what}; retrying");
+                    }
+                    tokio::select! {
+                        _ = waits.cancelled() => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
             }
         }
-        None
     }
 }
 
