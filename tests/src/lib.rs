@@ -177,3 +177,20 @@ pub async fn all_runs(c: &mut RunServiceClient<Channel>, schedule_id: &str) -> a
 pub fn nominal_ms(r: &pb::Run) -> i64 {
     r.nominal_time.as_ref().map_or(0, |t| cronhook_proto::from_timestamp(t).as_millis())
 }
+
+/// GETs `http://{addr}{path}` (HTTP/1.0, no client library) and returns the body.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Returns the value of a sample line `name value` in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}

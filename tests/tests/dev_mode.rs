@@ -16,7 +16,9 @@ use cronhook_test_utils::wait_for;
 /// exactly one second apart.
 async fn fires_every_second(args: &[&str]) {
     let sink = WebhookSink::start().await.unwrap();
-    let ch = Cronhook::start(args).await.unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", cronhook_test_utils::servers::free_port().unwrap());
+    let env = [("CRONHOOK_METRICS_LISTEN".to_owned(), metrics_addr.clone())];
+    let ch = Cronhook::spawn("dev", args, &env, "listening on ").await.unwrap();
     let created = ch
         .schedules()
         .await
@@ -69,6 +71,13 @@ async fn fires_every_second(args: &[&str]) {
         assert_eq!(w[1] - w[0], 1000, "nominal fire times one second apart: {nominal:?}");
     }
     println!("{} deliveries checked, nominal times {:?}", done.len(), nominal);
+
+    let text = cronhook_e2e::http_get(&metrics_addr, "/metrics").await.unwrap();
+    let succeeded = cronhook_e2e::metric(&text, "cronhook_runs_total{outcome=\"succeeded\"}").unwrap();
+    assert!(succeeded >= 3.0, "{text}");
+    assert!(cronhook_e2e::metric(&text, "cronhook_ticks_planned_total").unwrap() >= 3.0);
+    assert!(cronhook_e2e::metric(&text, "cronhook_fire_lateness_seconds_count").unwrap() >= 3.0);
+    assert_eq!(cronhook_e2e::metric(&text, "cronhook_shards_owned"), Some(256.0));
     let (status, _) = ch.interrupt().await.unwrap();
     assert!(status.success(), "Ctrl-C stops cleanly: {status}");
 }

@@ -1,11 +1,15 @@
 //! Process plumbing shared by every role: layered configuration (defaults, file,
 //! `CRONHOOK_*` environment, flags), shutdown signals turned into a
-//! [`CancellationToken`], and spawning background tasks with a declared error policy.
+//! [`CancellationToken`], spawning background tasks with a declared error policy, and the
+//! `/metrics` endpoint.
 //!
 //! No global state: everything is passed in and returned.
 
 pub mod config;
+mod metrics_server;
 pub mod shutdown;
+
+pub use metrics_server::serve_metrics;
 
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

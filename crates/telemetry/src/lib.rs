@@ -1,7 +1,10 @@
 //! Telemetry setup for every role: structured `tracing` logs to stderr, as text for people
 //! or JSON for machines, filtered by `RUST_LOG` (default `info`).
 //!
-//! Call [`init`] once, from main; libraries only emit events.
+//! Call [`init`] once, from main; libraries only emit events. [`metrics::Metrics`] holds
+//! every counter of a process, rendered for Prometheus.
+
+pub mod metrics;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

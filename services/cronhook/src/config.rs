@@ -21,6 +21,8 @@ pub struct Config {
     pub shard_count: u32,
     /// This process's name among planners and workers (default: host name and pid).
     pub node_id: String,
+    /// Address of the Prometheus `/metrics` endpoint (e.g. 127.0.0.1:9464); empty: off.
+    pub metrics_listen: String,
     /// `[database]`
     pub database: DatabaseConfig,
     /// `[dev]`
@@ -69,6 +71,7 @@ impl Default for Config {
             log_format: "text".into(),
             shard_count: 256,
             node_id: String::new(),
+            metrics_listen: String::new(),
             database: DatabaseConfig::default(),
             dev: DevConfig::default(),
             queue: QueueConfig::default(),
@@ -120,6 +123,9 @@ impl Config {
         }
         if self.planner.lookahead.as_millis() > 60_000 {
             bail!("planner.lookahead: must be at most 60s");
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!("metrics_listen: {:?} is not an address such as 127.0.0.1:9464", self.metrics_listen);
         }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             bail!("kafka.partitions and kafka.replication_factor: must be at least 1");

@@ -7,12 +7,33 @@ use cronhook_api::ApiState;
 use cronhook_election::local::LocalShardLeases;
 use cronhook_planner::Planner;
 use cronhook_queue::memory;
-use cronhook_runtime::{OnError, TaskTracker, shutdown, spawn_task};
+use cronhook_runtime::{CancellationToken, OnError, TaskTracker, serve_metrics, shutdown, spawn_task};
+use cronhook_telemetry::metrics::Metrics;
 use cronhook_worker::Worker;
 use tokio::net::TcpListener;
 
 use crate::cli::redact_url;
 use crate::config::Config;
+
+/// Serves `/metrics` when `metrics_listen` is set.
+pub async fn start_metrics(cfg: &Config, metrics: &Arc<Metrics>, cancel: &CancellationToken) -> anyhow::Result<()> {
+    if cfg.metrics_listen.is_empty() {
+        return Ok(());
+    }
+    let listener = TcpListener::bind(&cfg.metrics_listen)
+        .await
+        .with_context(|| format!("metrics_listen: cannot listen on {}", cfg.metrics_listen))?;
+    println!("cronhook: metrics on http://{}/metrics", listener.local_addr()?);
+    let m = metrics.clone();
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || m.render());
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve_metrics(listener, render, cancel).await {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}
 
 /// Runs API, planner and worker in this process until Ctrl-C.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -34,6 +55,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let cancel = shutdown::on_signals();
     let tasks = TaskTracker::new();
+    let metrics = Arc::new(Metrics::default());
+    start_metrics(&cfg, &metrics, &cancel).await?;
 
     let api = ApiState::new(stores.clone(), &cfg.api, shard_count);
     spawn_task(&tasks, &cancel, "api", OnError::Shutdown, cronhook_api::serve(listener, api, cancel.clone()));
@@ -43,9 +66,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         leases,
         format!("dev-{}", std::process::id()),
         cfg.planner.clone(),
+        metrics.clone(),
     );
     spawn_task(&tasks, &cancel, "planner", OnError::Shutdown, planner.run(cancel.clone()));
-    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone())?;
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), metrics)?;
     spawn_task(&tasks, &cancel, "worker", OnError::Shutdown, worker.run(consumer, cancel.clone()));
     tasks.close();
 

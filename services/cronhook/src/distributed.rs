@@ -14,6 +14,8 @@ use serde_json::json;
 
 use crate::cli::{Output, redact_url};
 use crate::config::Config;
+use crate::dev::start_metrics;
+use cronhook_telemetry::metrics::Metrics;
 
 async fn stores(cfg: &Config) -> anyhow::Result<cronhook_store::Stores> {
     let url = &cfg.database.url;
@@ -33,7 +35,10 @@ pub async fn run_planner(mut cfg: Config) -> anyhow::Result<()> {
     // (reconciliation still covers a broker that lost messages).
     cfg.planner.republish_unfinished_on_gain = false;
     let cancel = shutdown::on_signals();
-    let planner = Planner::new(stores.ticks.clone(), Arc::new(publisher), leases, node.clone(), cfg.planner.clone());
+    let metrics = Arc::new(Metrics::default());
+    start_metrics(&cfg, &metrics, &cancel).await?;
+    let planner =
+        Planner::new(stores.ticks.clone(), Arc::new(publisher), leases, node.clone(), cfg.planner.clone(), metrics);
     println!("cronhook planner: started as {node} ({shard_count} shards, etcd {})", cfg.etcd.endpoints);
     planner.run(cancel).await?;
     println!("cronhook planner: stopped");
@@ -46,8 +51,10 @@ pub async fn run_worker(mut cfg: Config) -> anyhow::Result<()> {
     let node = cfg.node_id();
     cfg.kafka.properties.entry("client.id".into()).or_insert_with(|| node.clone());
     let consumer = KafkaTickConsumer::new(cfg.kafka.clone()).await?;
-    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone())?;
     let cancel = shutdown::on_signals();
+    let metrics = Arc::new(Metrics::default());
+    start_metrics(&cfg, &metrics, &cancel).await?;
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), metrics)?;
     println!("cronhook worker: started as {node} (group {}, topic {})", cfg.kafka.group_id, cfg.kafka.topic);
     worker.run(consumer, cancel).await?;
     println!("cronhook worker: stopped");

@@ -16,7 +16,7 @@ pub mod plan;
 mod planner;
 
 pub use config::PlannerConfig;
-pub use planner::{Planner, PlannerStats};
+pub use planner::Planner;
 
 /// Errors that stop the planner.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,5 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cronhook_core::{Schedule, Tick, TickId, Timestamp};
@@ -8,27 +7,11 @@ use cronhook_cron::CompiledSpec;
 use cronhook_election::ShardLeases;
 use cronhook_queue::TickPublisher;
 use cronhook_store::{Error as StoreError, PlannedSchedule, TickStore};
+use cronhook_telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::plan_schedule;
 use crate::{Error, PlannerConfig};
-
-/// Counters of what the planner did (exported as metrics by the observability layer).
-#[derive(Debug, Default)]
-pub struct PlannerStats {
-    /// Ticks recorded as planned.
-    pub planned: AtomicU64,
-    /// Ticks recorded as missed.
-    pub missed: AtomicU64,
-    /// Ticks published (including republications).
-    pub published: AtomicU64,
-    /// Ticks republished by reconciliation.
-    pub republished: AtomicU64,
-    /// Writes rejected because the shard's epoch moved on.
-    pub fenced: AtomicU64,
-    /// Parked retries dispatched to workers.
-    pub retries_dispatched: AtomicU64,
-}
 
 /// Plans the shards this node owns. See the crate docs for the protocol.
 pub struct Planner {
@@ -37,7 +20,7 @@ pub struct Planner {
     leases: Arc<dyn ShardLeases>,
     owner: String,
     cfg: PlannerConfig,
-    stats: Arc<PlannerStats>,
+    metrics: Arc<Metrics>,
     /// shard -> epoch, for shards whose claim the store accepted.
     claimed: BTreeMap<u32, i64>,
 }
@@ -50,13 +33,9 @@ impl Planner {
         leases: Arc<dyn ShardLeases>,
         owner: String,
         cfg: PlannerConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, publisher, leases, owner, cfg, stats: Arc::default(), claimed: BTreeMap::new() }
-    }
-
-    /// Returns the planner's counters.
-    pub fn stats(&self) -> Arc<PlannerStats> {
-        self.stats.clone()
+        Self { store, publisher, leases, owner, cfg, metrics, claimed: BTreeMap::new() }
     }
 
     /// Plans until `cancel` fires, then resigns every shard. Store errors are logged and
@@ -126,6 +105,7 @@ impl Planner {
                 tracing::warn!(shard, epoch, "shard has a newer epoch in the store; not planning it");
             }
         }
+        self.metrics.shards_owned.set(self.claimed.len() as i64);
         if !gained.is_empty() {
             tracing::info!(count = gained.len(), "shards gained");
             if self.cfg.republish_unfinished_on_gain {
@@ -161,8 +141,8 @@ impl Planner {
             match self.store.commit_plan(shard, epoch, &plans).await {
                 Ok(out) => {
                     let missed: usize = plans.iter().flat_map(|p| &p.ticks).filter(|t| t.state.is_final()).count();
-                    self.stats.planned.fetch_add(out.new_ticks.len() as u64, Ordering::Relaxed);
-                    self.stats.missed.fetch_add(missed as u64, Ordering::Relaxed);
+                    self.metrics.ticks_planned.add(out.new_ticks.len() as u64);
+                    self.metrics.ticks_missed.add(missed as u64);
                     if missed > 0 {
                         tracing::warn!(shard, missed, "ticks outside the catch-up window recorded as missed");
                     }
@@ -188,7 +168,7 @@ impl Planner {
 
     fn fenced(&mut self, shard: u32, epoch: i64) {
         tracing::warn!(shard, epoch, "write fenced: another planner owns the shard now; stepping down");
-        self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        self.metrics.fenced_writes.inc();
         self.claimed.remove(&shard);
     }
 
@@ -216,7 +196,7 @@ impl Planner {
         self.publisher.publish(&due).await?;
         let ids: Vec<TickId> = due.iter().map(|t| t.id).collect();
         self.store.mark_dispatched(&ids, now).await?;
-        self.stats.retries_dispatched.fetch_add(due.len() as u64, Ordering::Relaxed);
+        self.metrics.retries_dispatched.add(due.len() as u64);
         Ok(())
     }
 
@@ -225,7 +205,7 @@ impl Planner {
         let ids: Vec<TickId> = ticks.iter().map(|t| t.id).collect();
         let at = self.store.now().await?;
         self.store.mark_published(&ids, at).await?;
-        self.stats.published.fetch_add(ticks.len() as u64, Ordering::Relaxed);
+        self.metrics.ticks_published.add(ticks.len() as u64);
         Ok(())
     }
 
@@ -241,7 +221,7 @@ impl Planner {
         if !ticks.is_empty() {
             tracing::warn!(count = ticks.len(), "published ticks without a run after the grace period; republishing");
             self.publish(&ticks).await?;
-            self.stats.republished.fetch_add(ticks.len() as u64, Ordering::Relaxed);
+            self.metrics.ticks_republished.add(ticks.len() as u64);
         }
         Ok(())
     }

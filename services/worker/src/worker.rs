@@ -5,6 +5,7 @@ use cronhook_core::{AttemptOutcome, RunId, RunStatus, Tick, Timestamp};
 use cronhook_delivery::{HttpSender, SendResult, SenderConfig};
 use cronhook_queue::{Delivery, TickConsumer};
 use cronhook_store::{AttemptRecord, BeginRun, RunStore};
+use cronhook_telemetry::metrics::Metrics;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +18,7 @@ pub struct Worker {
     runs: Arc<dyn RunStore>,
     sender: HttpSender,
     cfg: WorkerConfig,
+    metrics: Arc<Metrics>,
 }
 
 enum Stop {
@@ -28,13 +30,17 @@ enum Stop {
 
 impl Worker {
     /// Creates a worker.
-    pub fn new(runs: Arc<dyn RunStore>, cfg: WorkerConfig) -> Result<Self, cronhook_delivery::Error> {
+    pub fn new(
+        runs: Arc<dyn RunStore>,
+        cfg: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, cronhook_delivery::Error> {
         let sender = HttpSender::new(SenderConfig {
             connect_timeout: cfg.connect_timeout,
             max_response_body: cfg.max_response_body,
             ..SenderConfig::default()
         })?;
-        Ok(Self { runs, sender, cfg })
+        Ok(Self { runs, sender, cfg, metrics })
     }
 
     /// Consumes until `cancel` fires or the queue closes, then drains (see crate docs).
@@ -62,8 +68,10 @@ impl Worker {
             match delivery {
                 Ok(Some(d)) => {
                     let (worker, waits) = (self.clone(), waits.clone());
+                    worker.metrics.worker_in_flight.add(1);
                     tasks.spawn(async move {
                         worker.handle(d, &waits).await;
+                        worker.metrics.worker_in_flight.add(-1);
                         drop(permit);
                     });
                 }
@@ -96,6 +104,7 @@ impl Worker {
         let (run, mut number) = match begun {
             None => return Stop::Abandon,
             Some(BeginRun::Done(run)) => {
+                self.metrics.ticks_deduplicated.inc();
                 tracing::debug!(tick_id = %tick.id, run_id = %run.id, "duplicate tick: run already final");
                 return Stop::Done;
             }
@@ -135,6 +144,7 @@ impl Worker {
                 return Stop::Abandon;
             }
             log_attempt(tick, &sent, status);
+            self.observe(&sent, status, number);
             if status.is_final() || park {
                 return Stop::Done; // final, or parked: durable either way
             }
@@ -142,6 +152,22 @@ impl Worker {
                 Some(at) if sleep_until(at, waits).await => number += 1,
                 _ => return Stop::Abandon,
             }
+        }
+    }
+
+    fn observe(&self, sent: &SendResult, status: RunStatus, number: u32) {
+        let m = &self.metrics;
+        if number == 1 {
+            m.fire_lateness.observe_ms(sent.attempt.lateness_ms);
+        }
+        match sent.outcome {
+            AttemptOutcome::Success => m.attempts_ok.inc(),
+            _ => m.attempts_failed.inc(),
+        }
+        match status {
+            RunStatus::Succeeded => m.runs_succeeded.inc(),
+            RunStatus::Failed => m.runs_failed.inc(),
+            _ => {}
         }
     }
 
