@@ -123,6 +123,24 @@ pub trait RunStore: Send + Sync + 'static {
     /// final, the tick's ledger state follows (delivered / failed / cancelled).
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()>;
 
+    /// [`RunStore::begin_run`] for many ticks at once (one round trip where the backend
+    /// can); results are in input order.
+    async fn begin_runs(&self, items: &[(Tick, RunId)], now: Timestamp) -> Vec<Result<BeginRun>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (t, id) in items {
+            out.push(self.begin_run(t, *id, now).await);
+        }
+        out
+    }
+
+    /// [`RunStore::record_attempt`] for many attempts in one transaction (all or nothing).
+    async fn record_attempts(&self, recs: &[AttemptRecord]) -> Result<()> {
+        for r in recs {
+            self.record_attempt(r).await?;
+        }
+        Ok(())
+    }
+
     /// Returns a run and its attempts (oldest first), or `NotFound`.
     async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)>;
 

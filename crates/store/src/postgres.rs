@@ -11,7 +11,9 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::rows::{AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, safe, stale_etag, tick_state_for, to_json};
+use crate::rows::{
+    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, last_error, safe, stale_etag, tick_state_for, to_json,
+};
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
     ShardLease, TickStore,
@@ -166,6 +168,61 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn begin_runs_batch(&self, items: &[(Tick, RunId)], now: Timestamp) -> Result<Vec<BeginRun>> {
+        let inserted = sqlx::query(safe(format!(
+            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+             created_at, shard) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh FROM UNNEST($1::text[], $2::uuid[], \
+             $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], $9::int[]) \
+             AS x(p, i, t, s, n, v, tr, sh) ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
+        )))
+        .bind(items.iter().map(|(t, _)| t.project_id.to_string()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(_, r)| *r.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _)| dt(t.nominal_time)).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _)| t.schedule_version).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _)| t.trigger.as_str()).collect::<Vec<_>>())
+        .bind(dt(now))
+        .bind(items.iter().map(|(t, _)| t.shard as i32).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut started: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
+        for r in &inserted {
+            let run = run_row(r)?;
+            started.insert(*run.tick_id.as_uuid(), run);
+        }
+        let others: Vec<Uuid> =
+            items.iter().map(|(t, _)| *t.id.as_uuid()).filter(|id| !started.contains_key(id)).collect();
+        let mut existing: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
+        if !others.is_empty() {
+            let rows = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ANY($1)")))
+                .bind(&others)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                let run = run_row(r)?;
+                existing.insert(*run.tick_id.as_uuid(), run);
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (t, _) in items {
+            let key = *t.id.as_uuid();
+            if let Some(run) = started.remove(&key) {
+                out.push(BeginRun::Started(run.clone()));
+                existing.insert(key, run); // a second copy in this batch resumes it
+            } else if let Some(run) = existing.get(&key) {
+                out.push(if run.status.is_final() {
+                    BeginRun::Done(run.clone())
+                } else {
+                    BeginRun::Resume(run.clone())
+                });
+            } else {
+                return Err(Error::Corrupt(format!("run of tick {} neither inserted nor found", t.id)));
+            }
+        }
+        Ok(out)
     }
 
     /// Returns the pool (for tests and admin queries).
@@ -603,7 +660,7 @@ impl RunStore for PgStore {
         .bind(rec.status.as_str())
         .bind(a.number as i32)
         .bind(a.response_status.map(i32::from))
-        .bind(a.error_message.as_ref().map(|m| format!("{}: {m}", a.error_code.as_deref().unwrap_or("error"))))
+        .bind(last_error(a))
         .bind(dt(a.started_at))
         .bind(rec.finished_at.map(dt))
         .bind(rec.next_attempt_at.map(dt))
@@ -616,6 +673,92 @@ impl RunStore for PgStore {
                 .bind(state)
                 .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_runs(&self, items: &[(Tick, RunId)], now: Timestamp) -> Vec<Result<BeginRun>> {
+        match self.begin_runs_batch(items, now).await {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                items.iter().map(|_| Err(Error::Corrupt(format!("batched begin_run failed: {msg}")))).collect()
+            }
+        }
+    }
+
+    async fn record_attempts(&self, recs: &[AttemptRecord]) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let atts: Vec<&Attempt> = recs.iter().map(|r| &r.attempt).collect();
+        let mut headers_in = Vec::with_capacity(recs.len());
+        let mut headers_out = Vec::with_capacity(recs.len());
+        for r in recs {
+            headers_in.push(to_json(&r.attempt.request_headers)?);
+            headers_out.push(to_json(&r.attempt.response_headers)?);
+        }
+        sqlx::query(
+            "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
+             request_body_size, request_body_sha256, response_status, response_headers, response_body, \
+             response_body_truncated, error_code, error_message, lateness_ms) \
+             SELECT p, r, n, s, d, m, u, rh::jsonb, bs, sha, st, sh::jsonb, b, tr, ec, em, l FROM UNNEST(\
+             $1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+             $9::bigint[], $10::text[], $11::int[], $12::text[], $13::bytea[], $14::bool[], $15::text[], $16::text[], \
+             $17::bigint[]) AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l) \
+             ON CONFLICT (run_id, number) DO NOTHING",
+        )
+        .bind(recs.iter().map(|r| r.project_id.to_string()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.duration_ms).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.method.clone()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.url.clone()).collect::<Vec<_>>())
+        .bind(headers_in)
+        .bind(atts.iter().map(|x| x.request_body_size as i64).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.request_body_sha256.clone()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
+        .bind(headers_out)
+        .bind(atts.iter().map(|x| x.response_body.clone()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.response_body_truncated).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.error_code.clone()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.error_message.clone()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.lateness_ms).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET status = v.status, attempt_count = GREATEST(runs.attempt_count, v.n), \
+             http_status = v.http, last_error = v.err, started_at = COALESCE(runs.started_at, v.started), \
+             finished_at = v.finished, next_attempt_at = v.next, parked = v.parked \
+             FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
+             $7::timestamptz[], $8::timestamptz[], $9::bool[]) AS v(id, status, n, http, err, started, finished, next, parked) \
+             WHERE runs.id = v.id AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
+        .bind(recs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| last_error(x)).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
+        .bind(recs.iter().map(|r| r.finished_at.map(dt)).collect::<Vec<_>>())
+        .bind(recs.iter().map(|r| r.next_attempt_at.map(dt)).collect::<Vec<_>>())
+        .bind(recs.iter().map(|r| r.park && r.next_attempt_at.is_some()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let finals: Vec<(Uuid, &str)> =
+            recs.iter().filter_map(|r| tick_state_for(r.status).map(|s| (*r.tick_id.as_uuid(), s))).collect();
+        if !finals.is_empty() {
+            sqlx::query(
+                "UPDATE ticks SET state = v.state, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS v(id, state) \
+                 WHERE ticks.id = v.id",
+            )
+            .bind(finals.iter().map(|f| f.0).collect::<Vec<_>>())
+            .bind(finals.iter().map(|f| f.1).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -210,3 +210,8 @@ pub(crate) fn i64_opt(t: Option<Timestamp>) -> Option<i64> {
 pub(crate) fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
+
+/// The run's `last_error` text for an attempt (`code: message`), if it failed.
+pub(crate) fn last_error(a: &Attempt) -> Option<String> {
+    a.error_message.as_ref().map(|m| format!("{}: {m}", a.error_code.as_deref().unwrap_or("error")))
+}

@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, safe, stale_etag, tick_state_for, to_json,
+    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, last_error, safe, stale_etag, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
@@ -633,7 +633,7 @@ impl RunStore for SqliteStore {
         .bind(rec.status.as_str())
         .bind(i64::from(a.number))
         .bind(a.response_status.map(i64::from))
-        .bind(a.error_message.as_ref().map(|m| format!("{}: {m}", a.error_code.as_deref().unwrap_or("error"))))
+        .bind(last_error(a))
         .bind(a.started_at.as_millis())
         .bind(i64_opt(rec.finished_at))
         .bind(i64_opt(rec.next_attempt_at))

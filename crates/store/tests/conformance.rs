@@ -59,6 +59,7 @@ store_suite!(
     runs_filter_and_paginate_newest_first,
     delete_cancels_open_ticks,
     parked_retries_are_dispatched_once_per_attempt,
+    batched_run_writes_match_single_ones,
 );
 
 fn project() -> ProjectId {
@@ -507,4 +508,66 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
     let held = AttemptRecord { park: false, attempt: attempt(run.id, 3, Some(503)), ..park(3, 130_000) };
     st.runs.record_attempt(&held).await.unwrap();
     assert!(st.ticks.due_retries(&all, ms(200_000), ms(0), 10).await.unwrap().is_empty());
+}
+
+async fn batched_run_writes_match_single_ones(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let ticks: Vec<Tick> = (0..4).map(|i| tick_of(&s, ms(5_000 + i * 1000))).collect();
+    // tick 0 already has a final run, tick 1 an unfinished one
+    let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], RunId::generate(), ms(1)).await.unwrap() else {
+        panic!()
+    };
+    let finish = |t: &Tick, run: RunId, n: u32| AttemptRecord {
+        project_id: project(),
+        tick_id: t.id,
+        attempt: attempt(run, n, Some(200)),
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(9_000)),
+        park: false,
+    };
+    st.runs.record_attempt(&finish(&ticks[0], done.id, 1)).await.unwrap();
+    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1)).await.unwrap() else {
+        panic!()
+    };
+
+    // a batch with every case, and the same new tick twice
+    let items: Vec<(Tick, RunId)> = [0, 1, 2, 3, 3].iter().map(|i| (ticks[*i].clone(), RunId::generate())).collect();
+    let res: Vec<BeginRun> = st.runs.begin_runs(&items, ms(2)).await.into_iter().map(|r| r.unwrap()).collect();
+    assert!(matches!(&res[0], BeginRun::Done(r) if r.id == done.id));
+    assert!(matches!(&res[1], BeginRun::Resume(r) if r.id == open.id));
+    let BeginRun::Started(r2) = &res[2] else { panic!("{:?}", res[2]) };
+    let BeginRun::Started(r3) = &res[3] else { panic!("{:?}", res[3]) };
+    assert!(matches!(&res[4], BeginRun::Resume(r) if r.id == r3.id), "a second copy in one batch finds the first");
+    assert_eq!((r2.tick_id, r2.status, r2.nominal_time), (ticks[2].id, RunStatus::Pending, ms(7_000)));
+
+    // one transaction records them all, with the ledger following final states
+    let recs = vec![
+        finish(&ticks[1], open.id, 1),
+        finish(&ticks[2], r2.id, 1),
+        AttemptRecord {
+            status: RunStatus::Running,
+            next_attempt_at: Some(ms(20_000)),
+            finished_at: None,
+            park: true,
+            attempt: attempt(r3.id, 1, None),
+            ..finish(&ticks[3], r3.id, 1)
+        },
+    ];
+    st.runs.record_attempts(&recs).await.unwrap();
+    st.runs.record_attempts(&recs).await.unwrap(); // a replay changes nothing
+    for (id, status, n) in
+        [(open.id, RunStatus::Succeeded, 1), (r2.id, RunStatus::Succeeded, 1), (r3.id, RunStatus::Running, 1)]
+    {
+        let (run, attempts) = st.runs.get_run(&project(), id).await.unwrap();
+        assert_eq!((run.status, run.attempt_count, attempts.len() as u32), (status, n, n));
+    }
+    let (r3_run, a3) = st.runs.get_run(&project(), r3.id).await.unwrap();
+    assert!(r3_run.parked && r3_run.next_attempt_at == Some(ms(20_000)));
+    assert_eq!(a3[0], attempt(r3.id, 1, None));
+    assert_eq!(r3_run.last_error.as_deref(), Some("connect: connection refused"));
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let unfinished: Vec<TickId> = st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
+    assert!(unfinished.is_empty() || unfinished == vec![ticks[3].id], "{unfinished:?}");
 }

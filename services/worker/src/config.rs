@@ -20,6 +20,11 @@ pub struct WorkerConfig {
     /// and dispatched again by the planner when due, so memory does not hold them.
     #[serde(with = "humantime_serde")]
     pub max_retry_wait_in_memory: Duration,
+    /// Most run-log writes per statement (1 turns batching off).
+    pub write_batch: usize,
+    /// Longest a run-log write waits for others to share its statement.
+    #[serde(with = "humantime_serde")]
+    pub write_linger: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -30,6 +35,8 @@ impl Default for WorkerConfig {
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
             max_retry_wait_in_memory: Duration::from_secs(10),
+            write_batch: 256,
+            write_linger: Duration::from_millis(2),
         }
     }
 }

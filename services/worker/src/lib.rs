@@ -8,12 +8,16 @@
 //!    new status in one transaction,
 //! 4. acknowledges the tick only once the run's outcome is durable.
 //!
+//! Run-log writes of concurrent deliveries are batched ([`BatchingRunStore`]).
+//!
 //! In-flight work is bounded ([`WorkerConfig::max_in_flight`]). On shutdown it takes no
 //! new ticks, lets attempts in flight finish within the grace period, and leaves waiting
 //! ticks and retries unacknowledged for the next start.
 
+mod batch;
 mod config;
 mod worker;
 
+pub use batch::BatchingRunStore;
 pub use config::WorkerConfig;
 pub use worker::Worker;

@@ -40,6 +40,11 @@ impl Worker {
             max_response_body: cfg.max_response_body,
             ..SenderConfig::default()
         })?;
+        let runs: Arc<dyn RunStore> = if cfg.write_batch > 1 {
+            Arc::new(crate::BatchingRunStore::new(runs, cfg.write_batch, cfg.write_linger))
+        } else {
+            runs
+        };
         Ok(Self { runs, sender, cfg, metrics })
     }
 

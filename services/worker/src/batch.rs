@@ -1,0 +1,111 @@
+//! Batches the worker's run-log writes: concurrent `begin_run` and `record_attempt` calls
+//! are collected for up to `linger` (or `max_batch` items) and written with one statement
+//! per kind, so Postgres round trips do not bound deliveries per second.
+//!
+//! Each caller still waits for its own write to be durable before it acknowledges its
+//! tick: batching changes the cost, not the guarantees. A failed batch fails every call
+//! in it (the callers retry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cronhook_core::{Attempt, ProjectId, Run, RunId, Tick, Timestamp};
+use cronhook_store::{AttemptRecord, BeginRun, Error, Result, RunFilter, RunStore};
+use tokio::sync::{mpsc, oneshot};
+
+enum Op {
+    Begin(Box<Tick>, RunId, Timestamp, oneshot::Sender<Result<BeginRun>>),
+    Record(Box<AttemptRecord>, oneshot::Sender<Result<()>>),
+}
+
+/// A [`RunStore`] that batches writes to an inner one; reads pass through.
+pub struct BatchingRunStore {
+    inner: Arc<dyn RunStore>,
+    tx: mpsc::Sender<Op>,
+}
+
+impl BatchingRunStore {
+    /// Starts the batching task. At most `max_batch` writes go in one statement; a batch
+    /// waits at most `linger` for company. The queue holds at most `4 * max_batch` writes
+    /// (callers wait beyond that).
+    pub fn new(inner: Arc<dyn RunStore>, max_batch: usize, linger: Duration) -> Self {
+        let max_batch = max_batch.max(1);
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        tokio::spawn(run(inner.clone(), rx, max_batch, linger));
+        Self { inner, tx }
+    }
+}
+
+fn closed() -> Error {
+    Error::Corrupt("run-log batcher stopped".into())
+}
+
+async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: usize, linger: Duration) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while ops.len() < max_batch {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                _ => break,
+            }
+        }
+        let mut begins = Vec::new();
+        let mut begin_replies = Vec::new();
+        let mut records = Vec::new();
+        let mut record_replies = Vec::new();
+        let mut now = Timestamp::from_millis(0);
+        for op in ops {
+            match op {
+                Op::Begin(t, id, at, reply) => {
+                    now = now.max(at);
+                    begins.push((*t, id));
+                    begin_replies.push(reply);
+                }
+                Op::Record(r, reply) => {
+                    records.push(*r);
+                    record_replies.push(reply);
+                }
+            }
+        }
+        if !begins.is_empty() {
+            let results = inner.begin_runs(&begins, now).await;
+            for (reply, r) in begin_replies.into_iter().zip(results) {
+                let _ = reply.send(r);
+            }
+        }
+        if !records.is_empty() {
+            let result = inner.record_attempts(&records).await;
+            for reply in record_replies {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Corrupt(format!("batched write failed: {e}"))),
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RunStore for BatchingRunStore {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Op::Record(Box::new(rec.clone()), tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)> {
+        self.inner.get_run(project, id).await
+    }
+
+    async fn list_runs(&self, project: &ProjectId, filter: &RunFilter) -> Result<Vec<Run>> {
+        self.inner.list_runs(project, filter).await
+    }
+}
