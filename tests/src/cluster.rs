@@ -163,6 +163,14 @@ impl Cluster {
         Ok(ids)
     }
 
+    /// Runs `cronhook <args>` with the cluster's settings and returns its stdout.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out =
+            tokio::process::Command::new(crate::cronhook_bin()?).args(args).envs(self.env.clone()).output().await?;
+        anyhow::ensure!(out.status.success(), "cronhook {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Prints the last `n` log lines of every process (for failed runs).
     pub fn dump_logs(&self, n: usize) {
         let procs =
