@@ -115,6 +115,7 @@ impl Cluster {
             ("CRONHOOK_PLANNER_RECONCILE_INTERVAL", "1s".into()),
             ("CRONHOOK_PLANNER_RECONCILE_GRACE", "6s".into()),
             ("CRONHOOK_WORKER_SHUTDOWN_GRACE", "2s".into()),
+            ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "5s".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -151,11 +152,12 @@ impl Cluster {
         let mut c = self.api.schedules().await?;
         let mut ids = Vec::new();
         for i in 0..n {
+            let mut s = schedule(&format!("s{i}"), "* * * * * *", &self.sink.url(&format!("/s{i}")));
+            if let Some(t) = s.target.as_mut() {
+                t.timeout = Some(prost_types::Duration { seconds: 5, nanos: 0 });
+            }
             let r = c
-                .create_schedule(pb::CreateScheduleRequest {
-                    schedule: Some(schedule(&format!("s{i}"), "* * * * * *", &self.sink.url(&format!("/s{i}")))),
-                    generate_signing_secret: false,
-                })
+                .create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
                 .await?
                 .into_inner();
             ids.push(r.schedule.context("schedule")?.id);

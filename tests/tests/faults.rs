@@ -168,10 +168,14 @@ async fn fault_kafka_broker_restarted_empty() {
     let mut c = Cluster::start(1, 2).await.unwrap();
     let ids = c.every_second(SCHEDULES).await.unwrap();
     let from = warmed_up(&c).await;
-    // No consumer for a while: published ticks pile up in the broker...
+    // Workers die with sends in flight (their runs begun, never finished)...
+    c.sink.respond_after(Duration::from_millis(1500));
+    sleep(2000).await;
     for w in c.workers.iter_mut() {
         w.take().unwrap().kill9().await.unwrap();
     }
+    c.sink.respond_after(Duration::ZERO);
+    // ...and with no consumer for a while, published ticks pile up in the broker...
     sleep(3000).await;
     // ...and the broker forgets them (memory storage: topics, messages, offsets gone).
     c.kafka.kill().await.unwrap();
@@ -184,15 +188,14 @@ async fn fault_kafka_broker_restarted_empty() {
     if !r.missing.is_empty() {
         c.dump_logs(40);
     }
-    let republished: usize = c
-        .planners
-        .iter()
-        .flatten()
-        .map(|p| p.logs().iter().filter(|l| l.contains("without a run after the grace period")).count())
-        .sum();
-    println!("[kafka_restart] reconciliation rounds that republished lost ticks: {republished}");
+    let count = |needle: &str| -> usize {
+        c.planners.iter().flatten().map(|p| p.logs().iter().filter(|l| l.contains(needle)).count()).sum()
+    };
+    let (lost, stuck) = (count("without a run after the grace period"), count("lease ran out"));
+    println!("[kafka_restart] reconciliation rounds: {lost} republished lost ticks, {stuck} handed out stuck runs");
     r.assert_ok("kafka_restart", true);
-    assert!(republished > 0, "the lost ticks came back through reconciliation");
+    assert!(lost > 0, "the lost ticks came back through reconciliation");
+    assert!(stuck > 0, "runs begun by the dead workers were handed out again");
 }
 
 #[tokio::test]

@@ -111,13 +111,23 @@ pub trait TickStore: Send + Sync + 'static {
 
     /// Records that the parked runs of these ticks were dispatched at `at`.
     async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
+
+    /// Returns up to `limit` ticks of `shards` whose run is unfinished, not parked, and
+    /// leased until before `now`: its worker died, and its tick may be gone from the queue.
+    async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>>;
+
+    /// Extends the leases of the runs of these ticks to `until` (after handing them out).
+    async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()>;
 }
 
 /// The worker's side: runs and attempts.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
-    /// Creates the run of `tick` (unique on the tick id) or returns the existing one.
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun>;
+    /// Creates the run of `tick` (unique on the tick id) or returns the existing one. A run
+    /// that is not final is leased to the caller until `lease_until`; a run whose lease runs
+    /// out without progress is handed out again by reconciliation
+    /// ([`TickStore::stuck_runs`]).
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun>;
 
     /// Stores one attempt and the run's new status in one transaction; when the status is
     /// final, the tick's ledger state follows (delivered / failed / cancelled).
@@ -125,10 +135,10 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// [`RunStore::begin_run`] for many ticks at once (one round trip where the backend
     /// can); results are in input order.
-    async fn begin_runs(&self, items: &[(Tick, RunId)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let mut out = Vec::with_capacity(items.len());
-        for (t, id) in items {
-            out.push(self.begin_run(t, *id, now).await);
+        for (t, id, lease) in items {
+            out.push(self.begin_run(t, *id, now, *lease).await);
         }
         out
     }

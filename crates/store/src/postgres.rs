@@ -170,22 +170,23 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin_runs_batch(&self, items: &[(Tick, RunId)], now: Timestamp) -> Result<Vec<BeginRun>> {
+    async fn begin_runs_batch(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Result<Vec<BeginRun>> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh FROM UNNEST($1::text[], $2::uuid[], \
-             $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], $9::int[]) \
-             AS x(p, i, t, s, n, v, tr, sh) ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
+             created_at, shard, lease_until) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l FROM UNNEST($1::text[], \
+             $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], $9::int[], \
+             $10::timestamptz[]) AS x(p, i, t, s, n, v, tr, sh, l) ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
         )))
-        .bind(items.iter().map(|(t, _)| t.project_id.to_string()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(_, r)| *r.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _)| dt(t.nominal_time)).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _)| t.schedule_version).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _)| t.trigger.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| dt(t.nominal_time)).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| t.schedule_version).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| t.trigger.as_str()).collect::<Vec<_>>())
         .bind(dt(now))
-        .bind(items.iter().map(|(t, _)| t.shard as i32).collect::<Vec<_>>())
+        .bind(items.iter().map(|(t, _, _)| t.shard as i32).collect::<Vec<_>>())
+        .bind(items.iter().map(|(_, _, l)| dt(*l)).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         let mut started: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
@@ -194,9 +195,21 @@ impl PgStore {
             started.insert(*run.tick_id.as_uuid(), run);
         }
         let others: Vec<Uuid> =
-            items.iter().map(|(t, _)| *t.id.as_uuid()).filter(|id| !started.contains_key(id)).collect();
+            items.iter().map(|(t, _, _)| *t.id.as_uuid()).filter(|id| !started.contains_key(id)).collect();
         let mut existing: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
         if !others.is_empty() {
+            let leases: Vec<DateTime<Utc>> =
+                items.iter().filter(|(t, _, _)| others.contains(t.id.as_uuid())).map(|(_, _, l)| dt(*l)).collect();
+            let lease_ids: Vec<Uuid> =
+                items.iter().map(|(t, _, _)| *t.id.as_uuid()).filter(|id| others.contains(id)).collect();
+            sqlx::query(
+                "UPDATE runs SET lease_until = v.l FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(t, l) \
+                 WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(lease_ids)
+            .bind(leases)
+            .execute(&self.pool)
+            .await?;
             let rows = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ANY($1)")))
                 .bind(&others)
                 .fetch_all(&self.pool)
@@ -207,7 +220,7 @@ impl PgStore {
             }
         }
         let mut out = Vec::with_capacity(items.len());
-        for (t, _) in items {
+        for (t, _, _) in items {
             let key = *t.id.as_uuid();
             if let Some(run) = started.remove(&key) {
                 out.push(BeginRun::Started(run.clone()));
@@ -587,6 +600,30 @@ impl TickStore for PgStore {
             .await?;
         Ok(())
     }
+
+    async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE r.status IN ('pending', 'running') AND NOT r.parked AND r.shard = ANY($1) AND r.lease_until < $2 \
+             ORDER BY r.lease_until LIMIT $3"
+        )))
+        .bind(shard_list(shards))
+        .bind(dt(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+        sqlx::query("UPDATE runs SET lease_until = $2 WHERE tick_id = ANY($1)")
+            .bind(ids)
+            .bind(dt(until))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
@@ -594,11 +631,11 @@ const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.n
 
 #[async_trait]
 impl RunStore for PgStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) ON CONFLICT (tick_id) DO NOTHING \
-             RETURNING {RUN_COLS}"
+             created_at, shard, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) \
+             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
         .bind(run_id.as_uuid())
@@ -609,11 +646,20 @@ impl RunStore for PgStore {
         .bind(tick.trigger.as_str())
         .bind(dt(now))
         .bind(tick.shard as i32)
+        .bind(dt(lease_until))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = inserted {
             return Ok(BeginRun::Started(run_row(&r)?));
         }
+        // Taking over an unfinished run renews its lease; a final one is left alone.
+        sqlx::query(
+            "UPDATE runs SET lease_until = $2 WHERE tick_id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(tick.id.as_uuid())
+        .bind(dt(lease_until))
+        .execute(&self.pool)
+        .await?;
         let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = $1")))
             .bind(tick.id.as_uuid())
             .fetch_one(&self.pool)
@@ -654,7 +700,7 @@ impl RunStore for PgStore {
         sqlx::query(
             "UPDATE runs SET status = $2, attempt_count = GREATEST(attempt_count, $3), http_status = $4, \
              last_error = $5, started_at = COALESCE(started_at, $6), finished_at = $7, next_attempt_at = $8, \
-             parked = $9 WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+             parked = $9, lease_until = $10 WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(a.run_id.as_uuid())
         .bind(rec.status.as_str())
@@ -665,6 +711,7 @@ impl RunStore for PgStore {
         .bind(rec.finished_at.map(dt))
         .bind(rec.next_attempt_at.map(dt))
         .bind(rec.park && rec.next_attempt_at.is_some())
+        .bind(rec.lease_until.map(dt))
         .execute(&mut *tx)
         .await?;
         if let Some(state) = tick_state_for(rec.status) {
@@ -678,7 +725,7 @@ impl RunStore for PgStore {
         Ok(())
     }
 
-    async fn begin_runs(&self, items: &[(Tick, RunId)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
         match self.begin_runs_batch(items, now).await {
             Ok(v) => v.into_iter().map(Ok).collect(),
             Err(e) => {
@@ -732,9 +779,10 @@ impl RunStore for PgStore {
         sqlx::query(
             "UPDATE runs SET status = v.status, attempt_count = GREATEST(runs.attempt_count, v.n), \
              http_status = v.http, last_error = v.err, started_at = COALESCE(runs.started_at, v.started), \
-             finished_at = v.finished, next_attempt_at = v.next, parked = v.parked \
+             finished_at = v.finished, next_attempt_at = v.next, parked = v.parked, lease_until = v.lease \
              FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
-             $7::timestamptz[], $8::timestamptz[], $9::bool[]) AS v(id, status, n, http, err, started, finished, next, parked) \
+             $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[]) \
+             AS v(id, status, n, http, err, started, finished, next, parked, lease) \
              WHERE runs.id = v.id AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
@@ -746,6 +794,7 @@ impl RunStore for PgStore {
         .bind(recs.iter().map(|r| r.finished_at.map(dt)).collect::<Vec<_>>())
         .bind(recs.iter().map(|r| r.next_attempt_at.map(dt)).collect::<Vec<_>>())
         .bind(recs.iter().map(|r| r.park && r.next_attempt_at.is_some()).collect::<Vec<_>>())
+        .bind(recs.iter().map(|r| r.lease_until.map(dt)).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         let finals: Vec<(Uuid, &str)> =

@@ -544,6 +544,29 @@ impl TickStore for SqliteStore {
         rows.iter().map(tick_row).collect()
     }
 
+    async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE r.status IN ('pending', 'running') AND NOT r.parked AND r.shard IN (SELECT value FROM json_each(?1)) \
+             AND r.lease_until < ?2 ORDER BY r.lease_until LIMIT ?3"
+        )))
+        .bind(shard_json(shards))
+        .bind(now.as_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tick_row).collect()
+    }
+
+    async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE runs SET lease_until = ?2 WHERE tick_id IN (SELECT value FROM json_each(?1))")
+            .bind(id_json(ids))
+            .bind(until.as_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET dispatched_at = ?2, dispatched_for = next_attempt_at \
@@ -567,11 +590,11 @@ fn id_json(ids: &[TickId]) -> String {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9) ON CONFLICT (tick_id) DO NOTHING \
-             RETURNING {RUN_COLS}"
+             created_at, shard, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10) \
+             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
         .bind(run_id.to_string())
@@ -582,11 +605,20 @@ impl RunStore for SqliteStore {
         .bind(tick.trigger.as_str())
         .bind(now.as_millis())
         .bind(i64::from(tick.shard))
+        .bind(lease_until.as_millis())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = inserted {
             return Ok(BeginRun::Started(run_row(&r)?));
         }
+        // Taking over an unfinished run renews its lease; a final one is left alone.
+        sqlx::query(
+            "UPDATE runs SET lease_until = ?2 WHERE tick_id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(tick.id.to_string())
+        .bind(lease_until.as_millis())
+        .execute(&self.pool)
+        .await?;
         let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
             .bind(tick.id.to_string())
             .fetch_one(&self.pool)
@@ -627,7 +659,7 @@ impl RunStore for SqliteStore {
         sqlx::query(
             "UPDATE runs SET status = ?2, attempt_count = MAX(attempt_count, ?3), http_status = ?4, \
              last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8, \
-             parked = ?9 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+             parked = ?9, lease_until = ?10 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
         .bind(a.run_id.to_string())
         .bind(rec.status.as_str())
@@ -638,6 +670,7 @@ impl RunStore for SqliteStore {
         .bind(i64_opt(rec.finished_at))
         .bind(i64_opt(rec.next_attempt_at))
         .bind(rec.park && rec.next_attempt_at.is_some())
+        .bind(i64_opt(rec.lease_until))
         .execute(&mut *tx)
         .await?;
         if let Some(state) = tick_state_for(rec.status) {

@@ -83,6 +83,9 @@ pub struct AttemptRecord {
     /// The next attempt is too far away to wait in a worker: the run is parked and the
     /// shard's planner dispatches it again when due.
     pub park: bool,
+    /// While the run goes on in this worker: until when it is leased to it (see
+    /// [`crate::RunStore::begin_run`]).
+    pub lease_until: Option<Timestamp>,
 }
 
 /// Which runs to list.

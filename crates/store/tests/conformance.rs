@@ -60,6 +60,7 @@ store_suite!(
     delete_cancels_open_ticks,
     parked_retries_are_dispatched_once_per_attempt,
     batched_run_writes_match_single_ones,
+    runs_whose_lease_ran_out_are_handed_out_again,
 );
 
 fn project() -> ProjectId {
@@ -298,7 +299,9 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     // published with no run: reconciliation candidates once the grace period passed
     assert!(st.ticks.ticks_without_run(&all, ms(100_000), 100).await.unwrap().is_empty());
     assert_eq!(st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap().len(), 2);
-    let BeginRun::Started(run) = st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002)).await.unwrap() else {
+    let BeginRun::Started(run) =
+        st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002), ms(1_000_000)).await.unwrap()
+    else {
         panic!("first begin_run must start")
     };
     let left = st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap();
@@ -315,6 +318,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
             next_attempt_at: None,
             finished_at: Some(ms(100_010)),
             park: false,
+            lease_until: None,
         })
         .await
         .unwrap();
@@ -330,7 +334,8 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001)).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await.unwrap()
+    else {
         panic!("first begin_run must start")
     };
     assert_eq!((run.status, run.attempt_count, run.tick_id), (RunStatus::Pending, 0, t.id));
@@ -345,10 +350,12 @@ async fn run_lifecycle_and_dedup(st: Stores) {
             next_attempt_at: Some(ms(6_000)),
             finished_at: None,
             park: false,
+            lease_until: None,
         })
         .await
         .unwrap();
-    let BeginRun::Resume(resumed) = st.runs.begin_run(&t, RunId::generate(), ms(5_500)).await.unwrap() else {
+    let BeginRun::Resume(resumed) = st.runs.begin_run(&t, RunId::generate(), ms(5_500), ms(1_000_000)).await.unwrap()
+    else {
         panic!("an unfinished run must be resumed")
     };
     assert_eq!((resumed.id, resumed.attempt_count, resumed.status), (run.id, 1, RunStatus::Running));
@@ -364,6 +371,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         next_attempt_at: None,
         finished_at: Some(ms(6_100)),
         park: false,
+        lease_until: None,
     };
     st.runs.record_attempt(&rec).await.unwrap();
     st.runs.record_attempt(&rec).await.unwrap();
@@ -373,7 +381,10 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     assert_eq!(done.finished_at, Some(ms(6_100)));
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[1], attempt(run.id, 2, Some(200)), "an attempt survives the round trip");
-    assert!(matches!(st.runs.begin_run(&t, RunId::generate(), ms(7_000)).await.unwrap(), BeginRun::Done(_)));
+    assert!(matches!(
+        st.runs.begin_run(&t, RunId::generate(), ms(7_000), ms(1_000_000)).await.unwrap(),
+        BeginRun::Done(_)
+    ));
 
     // a late failure record cannot overwrite a final status
     let late = AttemptRecord { status: RunStatus::Failed, attempt: attempt(run.id, 3, None), ..rec };
@@ -388,7 +399,7 @@ async fn concurrent_begin_run_creates_one_run(st: Stores) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (runs, t) = (st.runs.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { runs.begin_run(&t, RunId::generate(), ms(5_001)).await }));
+        tasks.push(tokio::spawn(async move { runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await }));
     }
     let mut started = 0;
     let mut ids = HashSet::new();
@@ -414,7 +425,10 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
     for i in 0..7 {
         for s in [&a, &b] {
             let t = tick_of(s, ms(10_000 + i * 1000));
-            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1)).await.unwrap() else { panic!() };
+            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
+            else {
+                panic!()
+            };
             if i % 2 == 0 {
                 st.runs
                     .record_attempt(&AttemptRecord {
@@ -425,6 +439,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
                         next_attempt_at: None,
                         finished_at: Some(ms(2)),
                         park: false,
+                        lease_until: None,
                     })
                     .await
                     .unwrap();
@@ -476,7 +491,10 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001)).await.unwrap() else { panic!() };
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await.unwrap()
+    else {
+        panic!()
+    };
     let park = |n: u32, at: i64| AttemptRecord {
         project_id: project(),
         tick_id: t.id,
@@ -485,6 +503,7 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
         next_attempt_at: Some(ms(at)),
         finished_at: None,
         park: true,
+        lease_until: None,
     };
     st.runs.record_attempt(&park(1, 60_000)).await.unwrap();
     assert!(st.ticks.due_retries(&all, ms(59_999), ms(0), 10).await.unwrap().is_empty(), "not due yet");
@@ -515,7 +534,8 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let ticks: Vec<Tick> = (0..4).map(|i| tick_of(&s, ms(5_000 + i * 1000))).collect();
     // tick 0 already has a final run, tick 1 an unfinished one
-    let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], RunId::generate(), ms(1)).await.unwrap() else {
+    let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
+    else {
         panic!()
     };
     let finish = |t: &Tick, run: RunId, n: u32| AttemptRecord {
@@ -526,14 +546,17 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
         next_attempt_at: None,
         finished_at: Some(ms(9_000)),
         park: false,
+        lease_until: None,
     };
     st.runs.record_attempt(&finish(&ticks[0], done.id, 1)).await.unwrap();
-    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1)).await.unwrap() else {
+    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
+    else {
         panic!()
     };
 
     // a batch with every case, and the same new tick twice
-    let items: Vec<(Tick, RunId)> = [0, 1, 2, 3, 3].iter().map(|i| (ticks[*i].clone(), RunId::generate())).collect();
+    let items: Vec<(Tick, RunId, Timestamp)> =
+        [0, 1, 2, 3, 3].iter().map(|i| (ticks[*i].clone(), RunId::generate(), ms(1_000_000))).collect();
     let res: Vec<BeginRun> = st.runs.begin_runs(&items, ms(2)).await.into_iter().map(|r| r.unwrap()).collect();
     assert!(matches!(&res[0], BeginRun::Done(r) if r.id == done.id));
     assert!(matches!(&res[1], BeginRun::Resume(r) if r.id == open.id));
@@ -551,6 +574,7 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
             next_attempt_at: Some(ms(20_000)),
             finished_at: None,
             park: true,
+            lease_until: None,
             attempt: attempt(r3.id, 1, None),
             ..finish(&ticks[3], r3.id, 1)
         },
@@ -570,4 +594,50 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let unfinished: Vec<TickId> = st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
     assert!(unfinished.is_empty() || unfinished == vec![ticks[3].id], "{unfinished:?}");
+}
+
+async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let t = tick_of(&s, ms(5_000));
+    st.ticks.insert_tick(&t).await.unwrap();
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_000), ms(10_000)).await.unwrap() else {
+        panic!()
+    };
+    assert!(st.ticks.stuck_runs(&all, ms(10_000), 10).await.unwrap().is_empty(), "leased until 10 s");
+    let stuck = st.ticks.stuck_runs(&all, ms(10_001), 10).await.unwrap();
+    assert_eq!(stuck.iter().map(|x| x.id).collect::<Vec<_>>(), vec![t.id], "its worker died: hand it out again");
+    st.ticks.extend_leases(&[t.id], ms(20_000)).await.unwrap();
+    assert!(st.ticks.stuck_runs(&all, ms(19_999), 10).await.unwrap().is_empty(), "handed out once per lease");
+    // the new worker takes it over: begin_run renews the lease
+    assert!(matches!(
+        st.runs.begin_run(&t, RunId::generate(), ms(21_000), ms(30_000)).await.unwrap(),
+        BeginRun::Resume(_)
+    ));
+    assert!(st.ticks.stuck_runs(&all, ms(29_999), 10).await.unwrap().is_empty());
+    // a recorded attempt with an in-memory retry carries the lease on
+    let rec = AttemptRecord {
+        project_id: project(),
+        tick_id: t.id,
+        attempt: attempt(run.id, 1, Some(503)),
+        status: RunStatus::Running,
+        next_attempt_at: Some(ms(31_000)),
+        finished_at: None,
+        park: false,
+        lease_until: Some(ms(40_000)),
+    };
+    st.runs.record_attempt(&rec).await.unwrap();
+    assert!(st.ticks.stuck_runs(&all, ms(39_999), 10).await.unwrap().is_empty());
+    // final runs are never handed out
+    let done = AttemptRecord {
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(41_000)),
+        lease_until: None,
+        attempt: attempt(run.id, 2, Some(200)),
+        ..rec
+    };
+    st.runs.record_attempt(&done).await.unwrap();
+    assert!(st.ticks.stuck_runs(&all, ms(99_000), 10).await.unwrap().is_empty());
 }

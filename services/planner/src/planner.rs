@@ -223,6 +223,17 @@ impl Planner {
             self.publish(&ticks).await?;
             self.metrics.ticks_republished.add(ticks.len() as u64);
         }
+        // Runs whose worker died and whose tick the queue may no longer hold (a broker
+        // that lost messages): hand them out again; the next worker resumes them.
+        let stuck = self.store.stuck_runs(&shards, now, self.cfg.publish_batch).await?;
+        if !stuck.is_empty() {
+            tracing::warn!(count = stuck.len(), "unfinished runs whose lease ran out; handing them out again");
+            self.publisher.publish(&stuck).await?;
+            let ids: Vec<TickId> = stuck.iter().map(|t| t.id).collect();
+            let until = now.add_millis(self.cfg.reconcile_grace.as_millis() as i64);
+            self.store.extend_leases(&ids, until).await?;
+            self.metrics.ticks_republished.add(stuck.len() as u64);
+        }
         Ok(())
     }
 }

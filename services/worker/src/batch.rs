@@ -15,7 +15,7 @@ use cronhook_store::{AttemptRecord, BeginRun, Error, Result, RunFilter, RunStore
 use tokio::sync::{mpsc, oneshot};
 
 enum Op {
-    Begin(Box<Tick>, RunId, Timestamp, oneshot::Sender<Result<BeginRun>>),
+    Begin(Box<Tick>, RunId, Timestamp, Timestamp, oneshot::Sender<Result<BeginRun>>),
     Record(Box<AttemptRecord>, oneshot::Sender<Result<()>>),
 }
 
@@ -58,9 +58,9 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: us
         let mut now = Timestamp::from_millis(0);
         for op in ops {
             match op {
-                Op::Begin(t, id, at, reply) => {
+                Op::Begin(t, id, at, lease, reply) => {
                     now = now.max(at);
-                    begins.push((*t, id));
+                    begins.push((*t, id, lease));
                     begin_replies.push(reply);
                 }
                 Op::Record(r, reply) => {
@@ -89,9 +89,9 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: us
 
 #[async_trait]
 impl RunStore for BatchingRunStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, tx)).await.map_err(|_| closed())?;
+        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, lease_until, tx)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 

@@ -20,6 +20,11 @@ pub struct WorkerConfig {
     /// and dispatched again by the planner when due, so memory does not hold them.
     #[serde(with = "humantime_serde")]
     pub max_retry_wait_in_memory: Duration,
+    /// A run in progress is leased to its worker for its attempt timeout plus this margin
+    /// (renewed at every attempt); when the lease runs out without progress, the planner's
+    /// reconciliation hands the run to another worker.
+    #[serde(with = "humantime_serde")]
+    pub run_lease_margin: Duration,
     /// Most run-log writes per statement (1 turns batching off).
     pub write_batch: usize,
     /// Longest a run-log write waits for others to share its statement.
@@ -35,6 +40,7 @@ impl Default for WorkerConfig {
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
             max_retry_wait_in_memory: Duration::from_secs(10),
+            run_lease_margin: Duration::from_secs(60),
             write_batch: 256,
             write_linger: Duration::from_millis(2),
         }

@@ -104,7 +104,10 @@ impl Worker {
             return Stop::Abandon;
         }
         let begun = self
-            .store_retry("begin run", waits, || self.runs.begin_run(tick, RunId::generate(), Timestamp::now()))
+            .store_retry("begin run", waits, || {
+                let now = Timestamp::now();
+                self.runs.begin_run(tick, RunId::generate(), now, self.lease_from(tick, now))
+            })
             .await;
         let (run, mut number) = match begun {
             None => return Stop::Abandon,
@@ -144,6 +147,7 @@ impl Worker {
                 next_attempt_at: next_at,
                 finished_at: status.is_final().then_some(now),
                 park,
+                lease_until: next_at.filter(|_| !park).map(|at| self.lease_from(tick, at)),
             };
             if self.store_retry("record attempt", waits, || self.runs.record_attempt(&rec)).await.is_none() {
                 return Stop::Abandon;
@@ -174,6 +178,11 @@ impl Worker {
             RunStatus::Failed => m.runs_failed.inc(),
             _ => {}
         }
+    }
+
+    /// Returns until when a run whose next step starts at `from` is leased to this worker.
+    fn lease_from(&self, tick: &Tick, from: Timestamp) -> Timestamp {
+        from.add_millis(tick.target.timeout_ms + self.cfg.run_lease_margin.as_millis() as i64)
     }
 
     fn max_wait_ms(&self) -> i64 {
