@@ -95,17 +95,6 @@ pub struct RecordedHeader {
     pub value: String,
 }
 
-/// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// 2xx.
-    Success,
-    /// Failed; another attempt may follow.
-    Retryable,
-    /// Failed; no retry.
-    Permanent,
-}
-
 /// One HTTP attempt of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

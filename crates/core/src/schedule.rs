@@ -131,7 +131,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            max_attempts: 5,
             initial_backoff_ms: 1_000,
             max_backoff_ms: 60_000,
             multiplier: 2.0,

@@ -7,10 +7,11 @@
 //! classification of the outcome. It does not decide *whether* to retry a run: the worker
 //! does, with [`classify`]'s answer and the schedule's retry policy.
 
-mod classify;
+pub mod classify;
+pub mod retry;
 mod sender;
 
-pub use classify::{Classified, classify};
+pub use classify::{NO_RETRY_HEADER, Verdict, classify};
 pub use sender::{HttpSender, SendResult, SenderConfig};
 
 /// Header carrying the tick id (Standard Webhooks `webhook-id`): the same across retries.

@@ -1,9 +1,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cronhook_core::{Attempt, AttemptOutcome, RecordedHeader, RunId, Tick, Timestamp};
+use cronhook_core::{Attempt, RecordedHeader, RunId, Tick, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP, classify};
+use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP, Verdict, classify};
 
 /// Settings of the sender (operator config).
 #[derive(Debug, Clone)]
@@ -36,9 +36,7 @@ pub struct SendResult {
     /// The record to store.
     pub attempt: Attempt,
     /// What it means for the run.
-    pub outcome: AttemptOutcome,
-    /// The target's `Retry-After`, in milliseconds, when it sent one in seconds.
-    pub retry_after_ms: Option<i64>,
+    pub verdict: Verdict,
 }
 
 /// Sends attempts. Cheap to clone (shares the connection pools).
@@ -136,7 +134,7 @@ impl HttpSender {
                 let (code, msg) = describe(&e);
                 attempt.error_code = Some(code.into());
                 attempt.error_message = Some(msg);
-                SendResult { attempt: attempt.clone(), outcome: AttemptOutcome::Retryable, retry_after_ms: None }
+                SendResult { attempt: attempt.clone(), verdict: Verdict::Retry { retry_after_ms: None } }
             }
         };
         let mut result = result;
@@ -159,14 +157,7 @@ impl HttpSender {
                 },
             })
             .collect();
-        let retry_after_ms = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(|s| s.saturating_mul(1000));
-
-        let mut outcome = classify(status).outcome;
+        let mut verdict = classify(status, resp.headers(), std::time::SystemTime::now());
         let mut drained = 0usize;
         loop {
             match resp.chunk().await {
@@ -189,18 +180,25 @@ impl HttpSender {
                     let (code, msg) = describe(&e);
                     attempt.error_code = Some(code.into());
                     attempt.error_message = Some(format!("reading the response body: {msg}"));
-                    if outcome == AttemptOutcome::Success {
-                        outcome = AttemptOutcome::Retryable;
+                    if verdict == Verdict::Success {
+                        verdict = Verdict::Retry { retry_after_ms: None };
                     }
                     break;
                 }
             }
         }
-        if outcome != AttemptOutcome::Success && attempt.error_code.is_none() {
-            attempt.error_code = Some("http_status".into());
-            attempt.error_message = Some(format!("HTTP {status}"));
+        if attempt.error_code.is_none() {
+            let reason = match &verdict {
+                Verdict::Success => None,
+                Verdict::Retry { .. } => Some(format!("HTTP {status}")),
+                Verdict::Fail { reason } | Verdict::FailAndPause { reason } => Some(reason.clone()),
+            };
+            if let Some(r) = reason {
+                attempt.error_code = Some("http_status".into());
+                attempt.error_message = Some(r);
+            }
         }
-        SendResult { attempt: attempt.clone(), outcome, retry_after_ms }
+        SendResult { attempt: attempt.clone(), verdict }
     }
 }
 

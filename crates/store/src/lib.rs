@@ -151,6 +151,10 @@ pub trait RunStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Pauses an active schedule on behalf of its target (e.g. it answered 410 Gone), with
+    /// `reason` as its state reason. A schedule not active is left alone.
+    async fn pause_schedule(&self, project: &ProjectId, id: ScheduleId, reason: &str) -> Result<()>;
+
     /// Returns a run and its attempts (oldest first), or `NotFound`.
     async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)>;
 

@@ -813,6 +813,19 @@ impl RunStore for PgStore {
         Ok(())
     }
 
+    async fn pause_schedule(&self, project: &ProjectId, id: ScheduleId, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, updated_at = now() \
+             WHERE project_id = $1 AND id = $2 AND state = 'active'",
+        )
+        .bind(project.as_str())
+        .bind(id.as_uuid())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)> {
         let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = $1 AND id = $2")))
             .bind(project.as_str())

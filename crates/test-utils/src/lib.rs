@@ -7,6 +7,7 @@
 pub mod postgres;
 pub mod servers;
 pub mod sink;
+pub mod target;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

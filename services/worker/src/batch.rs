@@ -101,6 +101,10 @@ impl RunStore for BatchingRunStore {
         rx.await.map_err(|_| closed())?
     }
 
+    async fn pause_schedule(&self, project: &ProjectId, id: cronhook_core::ScheduleId, reason: &str) -> Result<()> {
+        self.inner.pause_schedule(project, id, reason).await
+    }
+
     async fn get_run(&self, project: &ProjectId, id: RunId) -> Result<(Run, Vec<Attempt>)> {
         self.inner.get_run(project, id).await
     }

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronhook_core::{AttemptOutcome, RunId, RunStatus, Tick, Timestamp};
-use cronhook_delivery::{HttpSender, SendResult, SenderConfig};
+use cronhook_core::{RunId, RunStatus, Tick, Timestamp};
+use cronhook_delivery::{HttpSender, SendResult, SenderConfig, Verdict, retry};
 use cronhook_queue::{Delivery, TickConsumer};
 use cronhook_store::{AttemptRecord, BeginRun, RunStore};
 use cronhook_telemetry::metrics::Metrics;
@@ -153,6 +153,12 @@ impl Worker {
                 return Stop::Abandon;
             }
             log_attempt(tick, &sent, status);
+            if let Verdict::FailAndPause { reason } = &sent.verdict {
+                let pause = || self.runs.pause_schedule(&tick.project_id, tick.schedule_id, reason);
+                if self.store_retry("pause schedule", waits, pause).await.is_some() {
+                    tracing::warn!(schedule_id = %tick.schedule_id, "{reason}");
+                }
+            }
             self.observe(&sent, status, number);
             if status.is_final() || park {
                 return Stop::Done; // final, or parked: durable either way
@@ -169,8 +175,8 @@ impl Worker {
         if number == 1 {
             m.fire_lateness.observe_ms(sent.attempt.lateness_ms);
         }
-        match sent.outcome {
-            AttemptOutcome::Success => m.attempts_ok.inc(),
+        match sent.verdict {
+            Verdict::Success => m.attempts_ok.inc(),
             _ => m.attempts_failed.inc(),
         }
         match status {
@@ -192,21 +198,14 @@ impl Worker {
     /// Returns the run's status after attempt `number` and, when another attempt follows,
     /// when it is due.
     fn decide(&self, tick: &Tick, sent: &SendResult, number: u32, first: Timestamp) -> (RunStatus, Option<Timestamp>) {
-        let p = &tick.retry;
-        match sent.outcome {
-            AttemptOutcome::Success => (RunStatus::Succeeded, None),
-            AttemptOutcome::Permanent => (RunStatus::Failed, None),
-            AttemptOutcome::Retryable if number >= p.max_attempts => (RunStatus::Failed, None),
-            AttemptOutcome::Retryable => {
-                let backoff = p.backoff_ms(number + 1);
-                let wait = match sent.retry_after_ms {
-                    Some(ra) => ra.clamp(backoff, p.max_backoff_ms.max(backoff)),
-                    None => backoff,
-                };
-                let next = Timestamp::now().add_millis(wait);
-                match p.max_retry_duration_ms {
-                    Some(max) if next.millis_since(first) > max => (RunStatus::Failed, None),
-                    _ => (RunStatus::Running, Some(next)),
+        match &sent.verdict {
+            Verdict::Success => (RunStatus::Succeeded, None),
+            Verdict::Fail { .. } | Verdict::FailAndPause { .. } => (RunStatus::Failed, None),
+            Verdict::Retry { retry_after_ms } => {
+                let seed = tick_seed(tick);
+                match retry::next_attempt_at(&tick.retry, number + 1, first, Timestamp::now(), *retry_after_ms, seed) {
+                    Some(at) => (RunStatus::Running, Some(at)),
+                    None => (RunStatus::Failed, None),
                 }
             }
         }
@@ -254,6 +253,12 @@ fn log_attempt(tick: &Tick, sent: &SendResult, status: RunStatus) {
             status = status.as_str(), "attempt failed"
         ),
     }
+}
+
+/// The jitter seed of a run: its tick id, so every worker computes the same waits.
+fn tick_seed(tick: &Tick) -> u64 {
+    let b = tick.id.as_uuid().as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 /// Sleeps until wall-clock instant `at`; `false` when cancelled first.

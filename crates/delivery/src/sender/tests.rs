@@ -37,7 +37,7 @@ async fn sends_cronhook_headers_and_records_the_exchange() {
     let t = tick(sink.url("/hook"));
     let run = RunId::generate();
     let r = sender.send(&t, run, 1).await;
-    assert_eq!(r.outcome, AttemptOutcome::Success);
+    assert_eq!(r.verdict, Verdict::Success);
     let got = &sink.received()[0];
     assert_eq!(got.method, "POST");
     assert_eq!(got.path, "/hook");
@@ -66,17 +66,17 @@ async fn classifies_failures() {
     let sender = HttpSender::new(SenderConfig::default()).unwrap();
     sink.respond_with(503);
     let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
-    assert_eq!(r.outcome, AttemptOutcome::Retryable);
+    assert!(matches!(r.verdict, Verdict::Retry { .. }));
     assert_eq!(r.attempt.error_code.as_deref(), Some("http_status"));
     sink.respond_with(404);
     let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
-    assert_eq!(r.outcome, AttemptOutcome::Permanent);
+    assert!(matches!(r.verdict, Verdict::Fail { .. }));
 
     // nothing listens on the port of a dropped listener (a fresh sender: no pooled connection)
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let fresh = HttpSender::new(SenderConfig::default()).unwrap();
     let r = fresh.send(&tick(format!("http://127.0.0.1:{port}/")), RunId::generate(), 1).await;
-    assert_eq!(r.outcome, AttemptOutcome::Retryable);
+    assert!(matches!(r.verdict, Verdict::Retry { .. }));
     assert_eq!(r.attempt.error_code.as_deref(), Some("connect"), "{:?}", r.attempt.error_message);
     assert_eq!(r.attempt.response_status, None);
 }
@@ -88,5 +88,5 @@ async fn caps_the_captured_body() {
     let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
     assert_eq!(r.attempt.response_body, b"{\"ok");
     assert!(r.attempt.response_body_truncated);
-    assert_eq!(r.outcome, AttemptOutcome::Success);
+    assert_eq!(r.verdict, Verdict::Success);
 }
