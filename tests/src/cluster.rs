@@ -116,6 +116,8 @@ impl Cluster {
             ("CRONHOOK_PLANNER_RECONCILE_GRACE", "6s".into()),
             ("CRONHOOK_WORKER_SHUTDOWN_GRACE", "2s".into()),
             ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "5s".into()),
+            // the sink listens on loopback, which the SSRF guard refuses by default
+            ("CRONHOOK_DELIVERY_ALLOW_NETWORKS", "127.0.0.0/8".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

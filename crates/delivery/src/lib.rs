@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod retry;
 mod sender;
+pub mod ssrf;
 
 pub use classify::{NO_RETRY_HEADER, Verdict, classify};
 pub use sender::{HttpSender, SendResult, SenderConfig};

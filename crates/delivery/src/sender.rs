@@ -1,13 +1,22 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cronhook_core::{Attempt, RecordedHeader, RunId, Tick, Timestamp};
 use sha2::{Digest, Sha256};
 
+use crate::ssrf::{Blocked, GuardedResolver, Lookup, SsrfPolicy, SystemLookup};
 use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP, Verdict, classify};
 
 /// Settings of the sender (operator config).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SenderConfig {
+    /// Which destinations may be contacted.
+    pub ssrf: Arc<SsrfPolicy>,
+    /// How host names are looked up (the system resolver; tests swap it).
+    pub lookup: Arc<dyn Lookup>,
+    /// Most attempts in flight to one host (scheme, host, port) from this process.
+    pub per_host_limit: usize,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Response body bytes stored per attempt; the rest is discarded.
@@ -22,6 +31,9 @@ pub struct SenderConfig {
 impl Default for SenderConfig {
     fn default() -> Self {
         Self {
+            ssrf: Arc::new(SsrfPolicy::disabled()),
+            lookup: Arc::new(SystemLookup),
+            per_host_limit: 64,
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
             max_response_drain: 1024 * 1024,
@@ -45,7 +57,13 @@ pub struct HttpSender {
     plain: reqwest::Client,
     redirecting: reqwest::Client,
     cfg: SenderConfig,
+    hosts: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
+
+/// Most hosts whose concurrency is tracked at once; idle ones are forgotten beyond it.
+const MAX_TRACKED_HOSTS: usize = 10_000;
+/// Redirect hops followed at most (each one checked by the SSRF guard).
+const MAX_REDIRECTS: usize = 3;
 
 const REDACTED: &str = "[redacted]";
 /// Header names whose values are never stored in clear, whether or not marked secret.
@@ -58,19 +76,52 @@ fn user_agent() -> String {
 impl HttpSender {
     /// Builds the HTTP clients.
     pub fn new(cfg: SenderConfig) -> Result<Self, Error> {
+        let resolver = Arc::new(GuardedResolver::new(cfg.ssrf.clone(), cfg.lookup.clone()));
         let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .connect_timeout(cfg.connect_timeout)
                 .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
                 .redirect(redirects)
                 .user_agent(user_agent())
+                // every name goes through the guard; a proxy would bypass it
+                .dns_resolver(resolver.clone())
+                .no_proxy()
                 .build()
         };
+        let ssrf = cfg.ssrf.clone();
+        let hops = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.stop();
+            }
+            // names are checked by the resolver; literals here, on every hop
+            let refused = attempt.url().host_str().and_then(|h| ssrf.refuse_host(h));
+            match refused {
+                Some(why) => attempt.error(Blocked(why)),
+                None => attempt.follow(),
+            }
+        });
         Ok(Self {
             plain: build(reqwest::redirect::Policy::none())?,
-            redirecting: build(reqwest::redirect::Policy::limited(3))?,
+            redirecting: build(hops)?,
             cfg,
+            hosts: Arc::default(),
         })
+    }
+
+    fn host_slots(&self, url: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        let u = url::Url::parse(url).ok()?;
+        let key = format!("{}://{}:{}", u.scheme(), u.host_str()?, u.port_or_known_default()?);
+        let mut hosts = self.hosts.lock().ok()?;
+        if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.contains_key(&key) {
+            // forget idle hosts (nobody holds or waits for their semaphore)
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Some(
+            hosts
+                .entry(key)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.cfg.per_host_limit.max(1))))
+                .clone(),
+        )
     }
 
     /// Sends attempt `number` of the run `run_id` of `tick`. Never fails: every failure is
@@ -127,6 +178,19 @@ impl HttpSender {
             lateness_ms: started_at.millis_since(tick.nominal_time),
         };
 
+        if let Some(why) =
+            url::Url::parse(&t.url).ok().and_then(|u| u.host_str().and_then(|h| self.cfg.ssrf.refuse_host(h)))
+        {
+            attempt.error_code = Some("blocked_address".into());
+            attempt.error_message = Some(Blocked(why).to_string());
+            return SendResult { attempt, verdict: Verdict::Fail { reason: "blocked address".into() } };
+        }
+        // One slow host must not take every connection: at most per_host_limit at once.
+        let slots = self.host_slots(&t.url);
+        let _permit = match &slots {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let clock = Instant::now();
         let result = match req.send().await {
             Ok(resp) => self.read_response(resp, &mut attempt).await,
@@ -134,7 +198,12 @@ impl HttpSender {
                 let (code, msg) = describe(&e);
                 attempt.error_code = Some(code.into());
                 attempt.error_message = Some(msg);
-                SendResult { attempt: attempt.clone(), verdict: Verdict::Retry { retry_after_ms: None } }
+                let verdict = if code == "blocked_address" {
+                    Verdict::Fail { reason: "blocked address".into() }
+                } else {
+                    Verdict::Retry { retry_after_ms: None }
+                };
+                SendResult { attempt: attempt.clone(), verdict }
             }
         };
         let mut result = result;
@@ -212,7 +281,9 @@ fn describe(e: &reqwest::Error) -> (&'static str, String) {
         src = s.source();
     }
     let lower = chain.to_ascii_lowercase();
-    let code = if e.is_timeout() {
+    let code = if lower.contains("blocked address") {
+        "blocked_address"
+    } else if e.is_timeout() {
         "timeout"
     } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
         "dns"

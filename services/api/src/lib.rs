@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use cronhook_core::ProjectId;
 use cronhook_core::validate::Limits;
+use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_proto::v1::run_service_server::RunServiceServer;
 use cronhook_proto::v1::schedule_service_server::ScheduleServiceServer;
 use cronhook_store::Stores;
@@ -55,17 +56,20 @@ pub struct ApiState {
     pub(crate) default_catchup_ms: i64,
     /// Single-project until API keys land; every query is scoped by it already.
     pub(crate) project: ProjectId,
+    /// Destinations refused at creation (the worker checks again at send time).
+    pub(crate) ssrf: Arc<SsrfPolicy>,
 }
 
 impl ApiState {
     /// Creates the handlers' state.
-    pub fn new(stores: Stores, cfg: &ApiConfig, shard_count: u32) -> Self {
+    pub fn new(stores: Stores, cfg: &ApiConfig, shard_count: u32, ssrf: Arc<SsrfPolicy>) -> Self {
         Self {
             stores,
             limits: Arc::new(Limits { max_body_bytes: cfg.max_body_bytes, ..Limits::default() }),
             shard_count,
             default_catchup_ms: cfg.default_catchup_window.as_millis() as i64,
             project: ProjectId::default_project(),
+            ssrf,
         }
     }
 }

@@ -23,6 +23,12 @@ impl Schedules {
         Self { st }
     }
 
+    /// Refuses targets the SSRF guard would refuse anyway (internal names, blocked literals).
+    fn check_destinations(&self, def: &cronhook_core::NewSchedule) -> ApiResult<()> {
+        cronhook_delivery::ssrf::check_target(&def.target.url, &self.st.ssrf)
+            .map_err(|r| ApiError::invalid("schedule.target.url", r))
+    }
+
     fn compile(spec: &cronhook_core::ScheduleSpec) -> ApiResult<CompiledSpec> {
         CompiledSpec::compile(spec).map_err(|e| e.within("schedule").into())
     }
@@ -75,6 +81,7 @@ impl ScheduleService for Schedules {
         }
         let def = convert::new_schedule(p, self.st.default_catchup_ms)?;
         validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
+        self.check_destinations(&def)?;
         let spec = Self::compile(&def.spec)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let next = spec.next_after(now).ok_or_else(|| {
@@ -155,6 +162,7 @@ impl ScheduleService for Schedules {
         let mut def = convert::new_schedule(p, self.st.default_catchup_ms)?;
         restore_redacted(&mut def, &current.def);
         validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
+        self.check_destinations(&def)?;
         let spec = Self::compile(&def.spec)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let mut s = current.clone();

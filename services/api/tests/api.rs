@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cronhook_api::{ApiConfig, ApiState};
+use cronhook_delivery::ssrf::{SsrfConfig, SsrfPolicy};
 use cronhook_proto::v1 as pb;
 use cronhook_proto::v1::run_service_client::RunServiceClient;
 use cronhook_proto::v1::schedule_service_client::ScheduleServiceClient;
@@ -33,7 +36,8 @@ async fn start() -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
-    let state = ApiState::new(stores, &ApiConfig::default(), 16);
+    let ssrf = SsrfPolicy::from_config(&SsrfConfig { allow_networks: "127.0.0.0/8".into(), ..SsrfConfig::default() });
+    let state = ApiState::new(stores, &ApiConfig::default(), 16, Arc::new(ssrf.unwrap()));
     tokio::spawn(cronhook_api::serve(listener, state, cancel.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     Api {
@@ -91,6 +95,10 @@ async fn bad_input_names_the_field_and_writes_nothing() {
         }),
         ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "ftp://example.com/x".into()),
         ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "not a url".into()),
+        ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "http://169.254.169.254/latest/meta-data".into()),
+        ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "http://localhost:8080/".into()),
+        ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "http://metadata.google.internal/".into()),
+        ("schedule.target.url", |s| s.target.as_mut().unwrap().url = "http://[::1]:9000/".into()),
         ("schedule.target.method", |s| s.target.as_mut().unwrap().method = "BREW".into()),
         ("schedule.target.headers[0].value", |s| {
             s.target.as_mut().unwrap().headers[0].value = "a\r\nX-Injected: 1".into()

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cronhook_api::ApiConfig;
+use cronhook_delivery::ssrf::{SsrfConfig, SsrfPolicy};
 use cronhook_election::etcd::EtcdConfig;
 use cronhook_planner::PlannerConfig;
 use cronhook_queue::kafka::KafkaConfig;
@@ -39,6 +40,8 @@ pub struct Config {
     pub etcd: EtcdConfig,
     /// `[kafka]`: the ticks topic and the workers' group of the distributed mode.
     pub kafka: KafkaConfig,
+    /// `[delivery]`: the SSRF guard and its allow-list.
+    pub delivery: SsrfConfig,
 }
 
 /// `[database]`
@@ -80,6 +83,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             etcd: EtcdConfig::default(),
             kafka: KafkaConfig::default(),
+            delivery: SsrfConfig::default(),
         }
     }
 }
@@ -96,7 +100,7 @@ impl Default for QueueConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["database", "dev", "queue", "api", "planner", "worker", "etcd", "kafka"];
+const SECTIONS: &[&str] = &["database", "dev", "queue", "api", "planner", "worker", "etcd", "kafka", "delivery"];
 
 impl Config {
     /// Loads defaults, file and environment.
@@ -127,6 +131,7 @@ impl Config {
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
             bail!("metrics_listen: {:?} is not an address such as 127.0.0.1:9464", self.metrics_listen);
         }
+        SsrfPolicy::from_config(&self.delivery).map_err(|e| anyhow::anyhow!(e))?;
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             bail!("kafka.partitions and kafka.replication_factor: must be at least 1");
         }
@@ -150,6 +155,11 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "node".to_owned());
         format!("{host}-{}", std::process::id())
+    }
+
+    /// Returns the SSRF policy (validated in `validate`).
+    pub fn ssrf(&self) -> anyhow::Result<std::sync::Arc<SsrfPolicy>> {
+        Ok(std::sync::Arc::new(SsrfPolicy::from_config(&self.delivery).map_err(|e| anyhow::anyhow!(e))?))
     }
 
     /// Checks the settings the distributed roles need.

@@ -48,6 +48,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (publisher, consumer) = memory::channel(cfg.queue.capacity);
     // The in-memory queue starts empty: every unfinished tick of the store goes in again.
     cfg.planner.republish_unfinished_on_gain = true;
+    // On one's own machine, webhooks to local services are the point: loopback is allowed
+    // unless the operator set an allow-list.
+    if cfg.delivery.ssrf_guard && cfg.delivery.allow_networks.is_empty() {
+        cfg.delivery.allow_networks = "127.0.0.0/8,::1/128".into();
+    }
+    let ssrf = cfg.ssrf()?;
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -58,7 +64,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     start_metrics(&cfg, &metrics, &cancel).await?;
 
-    let api = ApiState::new(stores.clone(), &cfg.api, shard_count);
+    let api = ApiState::new(stores.clone(), &cfg.api, shard_count, ssrf.clone());
     spawn_task(&tasks, &cancel, "api", OnError::Shutdown, cronhook_api::serve(listener, api, cancel.clone()));
     let planner = Planner::new(
         stores.ticks.clone(),
@@ -69,12 +75,18 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     spawn_task(&tasks, &cancel, "planner", OnError::Shutdown, planner.run(cancel.clone()));
-    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), metrics)?;
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), ssrf, metrics)?;
     spawn_task(&tasks, &cancel, "worker", OnError::Shutdown, worker.run(consumer, cancel.clone()));
     tasks.close();
 
     println!("cronhook dev: gRPC API listening on http://{addr}");
     println!("cronhook dev: database {} (epoch {epoch}, {shard_count} shards)", redact_url(&url));
+    if cfg.delivery.ssrf_guard {
+        println!(
+            "cronhook dev: SSRF guard on; allowed anyway: {} (delivery.allow_networks)",
+            cfg.delivery.allow_networks
+        );
+    }
     println!("cronhook dev: try `cronhook schedules create --help`; Ctrl-C stops");
     tracing::info!(%addr, "cronhook dev started");
 
@@ -100,6 +112,6 @@ pub async fn run_api(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let cancel = shutdown::on_signals();
     println!("cronhook api: gRPC API listening on http://{addr}");
-    cronhook_api::serve(listener, ApiState::new(stores, &cfg.api, shard_count), cancel).await?;
+    cronhook_api::serve(listener, ApiState::new(stores, &cfg.api, shard_count, cfg.ssrf()?), cancel).await?;
     Ok(())
 }

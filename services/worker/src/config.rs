@@ -16,6 +16,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// Response body bytes stored per attempt.
     pub max_response_body: usize,
+    /// Most attempts in flight to one host at once (one slow host cannot take every connection).
+    pub per_host_limit: usize,
     /// Retries due sooner than this wait in the worker; later ones are parked in the store
     /// and dispatched again by the planner when due, so memory does not hold them.
     #[serde(with = "humantime_serde")]
@@ -39,6 +41,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
+            per_host_limit: 64,
             max_retry_wait_in_memory: Duration::from_secs(10),
             run_lease_margin: Duration::from_secs(60),
             write_batch: 256,

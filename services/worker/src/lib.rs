@@ -20,4 +20,5 @@ mod worker;
 
 pub use batch::BatchingRunStore;
 pub use config::WorkerConfig;
+pub use cronhook_delivery::SenderConfig;
 pub use worker::Worker;

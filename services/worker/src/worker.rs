@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronhook_core::{RunId, RunStatus, Tick, Timestamp};
+use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_delivery::{HttpSender, SendResult, SenderConfig, Verdict, retry};
 use cronhook_queue::{Delivery, TickConsumer};
 use cronhook_store::{AttemptRecord, BeginRun, RunStore};
@@ -33,13 +34,31 @@ impl Worker {
     pub fn new(
         runs: Arc<dyn RunStore>,
         cfg: WorkerConfig,
+        ssrf: Arc<SsrfPolicy>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, cronhook_delivery::Error> {
-        let sender = HttpSender::new(SenderConfig {
-            connect_timeout: cfg.connect_timeout,
-            max_response_body: cfg.max_response_body,
-            ..SenderConfig::default()
-        })?;
+        Self::with_sender(
+            runs,
+            SenderConfig {
+                ssrf,
+                connect_timeout: cfg.connect_timeout,
+                max_response_body: cfg.max_response_body,
+                per_host_limit: cfg.per_host_limit,
+                ..SenderConfig::default()
+            },
+            cfg,
+            metrics,
+        )
+    }
+
+    /// Creates a worker with a custom sender configuration (e.g. a test resolver).
+    pub fn with_sender(
+        runs: Arc<dyn RunStore>,
+        sender: SenderConfig,
+        cfg: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, cronhook_delivery::Error> {
+        let sender = HttpSender::new(sender)?;
         let runs: Arc<dyn RunStore> = if cfg.write_batch > 1 {
             Arc::new(crate::BatchingRunStore::new(runs, cfg.write_batch, cfg.write_linger))
         } else {

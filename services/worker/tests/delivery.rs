@@ -11,12 +11,13 @@ use cronhook_core::{
     Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, Run, RunStatus,
     Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, Timestamp, TriggerKind,
 };
+use cronhook_delivery::ssrf::{Lookup, SsrfConfig, SsrfPolicy};
 use cronhook_queue::{TickPublisher, memory};
 use cronhook_store::{RunFilter, Stores};
 use cronhook_telemetry::metrics::Metrics;
 use cronhook_test_utils::target::{Reply, ReplyBody, ScriptedTarget};
 use cronhook_test_utils::wait_for;
-use cronhook_worker::{Worker, WorkerConfig};
+use cronhook_worker::{SenderConfig, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
@@ -85,42 +86,65 @@ async fn env(target: HttpTarget, retry: RetryPolicy) -> Env {
     Env { stores, schedule, _dir: dir }
 }
 
+/// Sender settings of the tests: the SSRF guard on, loopback allowed (the target lives there).
+fn sender() -> SenderConfig {
+    let policy =
+        SsrfPolicy::from_config(&SsrfConfig { allow_networks: "127.0.0.1/32".into(), ..SsrfConfig::default() });
+    SenderConfig { ssrf: Arc::new(policy.unwrap()), ..SenderConfig::default() }
+}
+
 /// Delivers one tick of the env's schedule through a real worker; returns its run.
 async fn deliver(env: &Env, cfg: WorkerConfig) -> (Run, Vec<Attempt>) {
+    deliver_with(env, cfg, sender()).await
+}
+
+async fn deliver_with(env: &Env, cfg: WorkerConfig, sender: SenderConfig) -> (Run, Vec<Attempt>) {
+    deliver_many(env, cfg, sender, 1).await.remove(0)
+}
+
+/// Delivers `n` ticks (one second apart in nominal time) and returns their runs.
+async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usize) -> Vec<(Run, Vec<Attempt>)> {
     let now = Timestamp::now();
     let s = &env.schedule;
-    let tick = Tick {
-        id: TickId::scheduled(s.id, now),
-        project_id: s.project_id.clone(),
-        schedule_id: s.id,
-        schedule_version: s.version,
-        nominal_time: now,
-        fire_time: now,
-        trigger: TriggerKind::Scheduled,
-        target: s.def.target.clone(),
-        retry: s.def.retry.clone(),
-        shard: s.shard,
-        epoch: 1,
-    };
-    let (publisher, consumer) = memory::channel(16);
+    let ticks: Vec<Tick> = (0..n as i64)
+        .map(|i| Tick {
+            id: TickId::scheduled(s.id, now.add_millis(-i * 1000)),
+            project_id: s.project_id.clone(),
+            schedule_id: s.id,
+            schedule_version: s.version,
+            nominal_time: now.add_millis(-i * 1000),
+            fire_time: now,
+            trigger: TriggerKind::Scheduled,
+            target: s.def.target.clone(),
+            retry: s.def.retry.clone(),
+            shard: s.shard,
+            epoch: 1,
+        })
+        .collect();
+    let (publisher, consumer) = memory::channel(n.max(16));
     let cancel = CancellationToken::new();
-    let worker = Worker::new(env.stores.runs.clone(), cfg, Arc::new(Metrics::default())).unwrap();
+    let worker = Worker::with_sender(env.stores.runs.clone(), sender, cfg, Arc::new(Metrics::default())).unwrap();
     let task = tokio::spawn(worker.run(consumer, cancel.clone()));
-    publisher.publish(&[tick]).await.unwrap();
+    publisher.publish(&ticks).await.unwrap();
     let runs = env.stores.runs.clone();
     let project = s.project_id.clone();
-    let run = wait_for("a final run", Duration::from_secs(60), || {
+    let done = wait_for("final runs", Duration::from_secs(60), || {
         let (runs, project) = (runs.clone(), project.clone());
         async move {
-            let list = runs.list_runs(&project, &RunFilter { limit: 10, ..Default::default() }).await.ok()?;
-            list.into_iter().find(|r| r.status.is_final())
+            let list = runs.list_runs(&project, &RunFilter { limit: 1000, ..Default::default() }).await.ok()?;
+            let finals: Vec<Run> = list.into_iter().filter(|r| r.status.is_final()).collect();
+            (finals.len() >= n).then_some(finals)
         }
     })
     .await
     .unwrap();
     cancel.cancel();
     let _ = task.await;
-    env.stores.runs.get_run(&project, run.id).await.unwrap()
+    let mut out = Vec::new();
+    for r in done {
+        out.push(env.stores.runs.get_run(&project, r.id).await.unwrap());
+    }
+    out
 }
 
 fn cfg() -> WorkerConfig {
@@ -280,4 +304,104 @@ fn rss_kib() -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A resolver that answers from a script and counts its lookups.
+struct ScriptedLookup {
+    answers: std::sync::Mutex<std::collections::VecDeque<Vec<std::net::IpAddr>>>,
+    port: u16,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Lookup for ScriptedLookup {
+    fn lookup(&self, _host: String) -> reqwest::dns::Resolving {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ips = self.answers.lock().unwrap().pop_front().unwrap_or_default();
+        let port = self.port;
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, port)).collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn scripted(port: u16, answers: &[&[&str]]) -> Arc<ScriptedLookup> {
+    Arc::new(ScriptedLookup {
+        answers: std::sync::Mutex::new(
+            answers.iter().map(|a| a.iter().map(|s| s.parse().unwrap()).collect()).collect(),
+        ),
+        port,
+        calls: Default::default(),
+    })
+}
+
+#[tokio::test]
+async fn blocked_destinations_are_refused_and_not_retried() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    // the guard with no allow-list: loopback is blocked, literal or not
+    let strict = SenderConfig { ssrf: Arc::new(SsrfPolicy::from_config(&SsrfConfig::default()).unwrap()), ..sender() };
+    let e = env(target(t.url("/x")), fast_retries(5)).await;
+    let (run, attempts) = deliver_with(&e, cfg(), strict).await;
+    assert_eq!((run.status, run.attempt_count), (RunStatus::Failed, 1));
+    assert_eq!(attempts[0].error_code.as_deref(), Some("blocked_address"));
+    assert!(attempts[0].error_message.as_deref().unwrap().contains("loopback"), "{:?}", attempts[0].error_message);
+    assert!(t.seen().is_empty(), "nothing reached the target");
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_any_blocked_address_is_refused() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let lookup = scripted(t.port(), &[&["127.0.0.1", "10.0.0.7"]]);
+    let e = env(target(format!("http://hooks.example.test:{}/x", t.port())), fast_retries(3)).await;
+    let (run, attempts) = deliver_with(&e, cfg(), SenderConfig { lookup: lookup.clone(), ..sender() }).await;
+    assert_eq!((run.status, run.attempt_count), (RunStatus::Failed, 1));
+    assert_eq!(attempts[0].error_code.as_deref(), Some("blocked_address"));
+    assert!(attempts[0].error_message.as_deref().unwrap().contains("10.0.0.7"));
+    assert!(t.seen().is_empty());
+}
+
+#[tokio::test]
+async fn dns_rebinding_cannot_switch_the_checked_address() {
+    // First answer: an allowed address (the target). Any later lookup would answer a
+    // private one: it must never happen within the attempt, and the request must go to
+    // the address that was checked.
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let lookup = scripted(t.port(), &[&["127.0.0.1"], &["10.0.0.7"], &["10.0.0.7"]]);
+    let e = env(target(format!("http://rebind.example.test:{}/x", t.port())), fast_retries(1)).await;
+    let (run, _) = deliver_with(&e, cfg(), SenderConfig { lookup: lookup.clone(), ..sender() }).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(t.seen().len(), 1, "the request reached the checked address");
+    assert_eq!(
+        lookup.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one lookup per connection, none after the check"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_blocked_address_is_refused() {
+    let t = ScriptedTarget::start(
+        vec![Reply::status(302).header("location", "http://169.254.169.254/latest/meta-data/")],
+        Reply::status(200),
+    )
+    .await
+    .unwrap();
+    let mut tg = target(t.url("/x"));
+    tg.follow_redirects = true;
+    let e = env(tg, fast_retries(3)).await;
+    let (run, attempts) = deliver(&e, cfg()).await;
+    assert_eq!((run.status, run.attempt_count), (RunStatus::Failed, 1));
+    assert_eq!(attempts[0].error_code.as_deref(), Some("blocked_address"), "{:?}", attempts[0].error_message);
+}
+
+#[tokio::test]
+async fn one_host_gets_at_most_the_per_host_limit_at_once() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200).delay(Duration::from_millis(300))).await.unwrap();
+    let e = env(target(t.url("/x")), fast_retries(1)).await;
+    let runs = deliver_many(&e, cfg(), SenderConfig { per_host_limit: 3, ..sender() }, 12).await;
+    assert!(runs.iter().all(|(r, _)| r.status == RunStatus::Succeeded));
+    println!("most requests in flight at the target: {}", t.max_in_flight());
+    assert!(t.max_in_flight() <= 3, "limit 3, saw {}", t.max_in_flight());
+    assert!(t.max_in_flight() >= 2, "deliveries still run concurrently");
 }
