@@ -85,6 +85,14 @@ impl Report {
     }
 }
 
+fn cronhook_delivery_key() -> String {
+    use std::fmt::Write as _;
+    // 32 fixed bytes, base64: a test key
+    let mut s = String::new();
+    let _ = write!(s, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    s
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -118,6 +126,8 @@ impl Cluster {
             ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "5s".into()),
             // the sink listens on loopback, which the SSRF guard refuses by default
             ("CRONHOOK_DELIVERY_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+            // API and workers share the sealing key
+            ("CRONHOOK_SECRETS_KEY", cronhook_delivery_key()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

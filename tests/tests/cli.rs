@@ -59,12 +59,17 @@ async fn readme_commands_work() {
             "Content-Type: application/json",
             "--body",
             "{\"hello\":1}",
+            "--sign",
+            "--secret-header",
+            "Authorization: Bearer s3cret",
         ],
     )
     .await;
     assert!(created.ok, "{}", created.stderr);
     let mut lines = created.stdout.lines();
     let id = lines.next().unwrap().strip_prefix("created schedule ").unwrap().to_owned();
+    let secret = lines.next().unwrap().strip_prefix("signing secret (shown once): ").unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
     assert_eq!(lines.next(), Some("next fire times:"));
     assert_eq!(lines.filter(|l| l.trim_start().starts_with("20")).count(), 5, "{}", created.stdout);
 
@@ -93,6 +98,16 @@ async fn readme_commands_work() {
     assert!(table.stdout.starts_with("RUN ID"), "{}", table.stdout);
     assert!(table.stdout.contains("succeeded"));
 
+    let delivered = &sink.received()[0];
+    assert_eq!(delivered.header("authorization"), Some("Bearer s3cret"));
+    assert!(delivered.header("webhook-signature").is_some_and(|s| s.starts_with("v1,")));
+    assert!(dir.path().join("secrets.key").exists(), "dev made its sealing key");
+    let db = std::fs::read(dir.path().join("cronhook.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("cronhook.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(6).any(|w| w == b"s3cret"), "secret header value stored in clear");
+        assert!(!bytes.windows(20).any(|w| w == &secret.as_bytes()[6..26]), "signing secret stored in clear");
+    }
     let run = cli(&api, &["runs", "get", &run_id]).await;
     assert!(run.stdout.contains("< HTTP 200"), "{}", run.stdout);
     assert!(run.stdout.contains("> webhook-id: "), "{}", run.stdout);

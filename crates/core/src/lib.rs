@@ -17,7 +17,7 @@ pub use ids::{ProjectId, RunId, ScheduleId, TickId};
 pub use run::{Attempt, RecordedHeader, Run, RunStatus};
 pub use schedule::{
     Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RetryPolicy, Schedule, ScheduleSpec, ScheduleState,
-    SpecKind,
+    SigningSecret, SpecKind,
 };
 pub use tick::{Tick, TickState, TriggerKind};
 pub use time::Timestamp;

@@ -220,6 +220,19 @@ impl ScheduleState {
     }
 }
 
+/// A Standard Webhooks signing secret, sealed (never stored or queued in clear).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningSecret {
+    /// Its id (shown in the API).
+    pub id: String,
+    /// `enc:v1:...`: the sealed `whsec_...` text.
+    pub sealed: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When a rotated-out secret stops being used (`None`: current).
+    pub expires_at: Option<Timestamp>,
+}
+
 /// The user-controlled part of a schedule: what Create takes and Update replaces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewSchedule {
@@ -245,6 +258,9 @@ pub struct NewSchedule {
     pub failure_notification_url: Option<String>,
     /// Pause after this many consecutive failed runs (0 = never).
     pub auto_pause_after_failures: u32,
+    /// Signing secrets (managed by the API, never set by users directly).
+    #[serde(default)]
+    pub signing_secrets: Vec<SigningSecret>,
 }
 
 /// A stored schedule.

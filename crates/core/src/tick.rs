@@ -114,4 +114,7 @@ pub struct Tick {
     pub shard: u32,
     /// Fencing epoch of that shard at planning time.
     pub epoch: i64,
+    /// Signing secrets of the schedule (sealed), to sign the request with.
+    #[serde(default)]
+    pub signing_secrets: Vec<crate::SigningSecret>,
 }

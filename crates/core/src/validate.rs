@@ -239,6 +239,7 @@ mod tests {
             labels: Default::default(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            signing_secrets: Vec::new(),
         }
     }
 

@@ -9,7 +9,9 @@
 
 pub mod classify;
 pub mod retry;
+pub mod seal;
 mod sender;
+pub mod signing;
 pub mod ssrf;
 
 pub use classify::{NO_RETRY_HEADER, Verdict, classify};
@@ -19,6 +21,8 @@ pub use sender::{HttpSender, SendResult, SenderConfig};
 pub const HEADER_ID: &str = "webhook-id";
 /// Header carrying the attempt's send time, Unix seconds.
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+/// Header carrying the Standard Webhooks signatures (one per valid secret).
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
 /// Header carrying the tick's nominal fire time, RFC 3339 with milliseconds.
 pub const HEADER_SCHEDULED_AT: &str = "webhook-scheduled-at";
 

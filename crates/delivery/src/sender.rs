@@ -5,8 +5,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cronhook_core::{Attempt, RecordedHeader, RunId, Tick, Timestamp};
 use sha2::{Digest, Sha256};
 
+use crate::seal::{SealKey, is_sealed};
+use crate::signing::{secret_bytes, signature_header};
 use crate::ssrf::{Blocked, GuardedResolver, Lookup, SsrfPolicy, SystemLookup};
-use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_TIMESTAMP, Verdict, classify};
+use crate::{Error, HEADER_ID, HEADER_SCHEDULED_AT, HEADER_SIGNATURE, HEADER_TIMESTAMP, Verdict, classify};
 
 /// Settings of the sender (operator config).
 #[derive(Clone)]
@@ -17,6 +19,8 @@ pub struct SenderConfig {
     pub lookup: Arc<dyn Lookup>,
     /// Most attempts in flight to one host (scheme, host, port) from this process.
     pub per_host_limit: usize,
+    /// Opens sealed header values and signing secrets (`None`: none configured).
+    pub seal: Option<SealKey>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Response body bytes stored per attempt; the rest is discarded.
@@ -34,6 +38,7 @@ impl Default for SenderConfig {
             ssrf: Arc::new(SsrfPolicy::disabled()),
             lookup: Arc::new(SystemLookup),
             per_host_limit: 64,
+            seal: None,
             connect_timeout: Duration::from_secs(5),
             max_response_body: 64 * 1024,
             max_response_drain: 1024 * 1024,
@@ -59,6 +64,9 @@ pub struct HttpSender {
     cfg: SenderConfig,
     hosts: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
+
+/// Header (name, value) pairs in clear and the signing keys valid now.
+type Opened = (Vec<(String, String)>, Vec<Vec<u8>>);
 
 /// Most hosts whose concurrency is tracked at once; idle ones are forgotten beyond it.
 const MAX_TRACKED_HOSTS: usize = 10_000;
@@ -124,6 +132,27 @@ impl HttpSender {
         )
     }
 
+    /// Opens sealed header values and the valid signing keys of `tick` (at `now`).
+    fn open_secrets(&self, tick: &Tick, now: Timestamp) -> Result<Opened, String> {
+        let key = self.cfg.seal.as_ref();
+        let open = |v: &str| -> Result<String, String> {
+            match key {
+                Some(k) => k.open(v).map_err(|e| e.to_string()),
+                None => Err("secrets.key is not configured on this worker".into()),
+            }
+        };
+        let mut headers = Vec::with_capacity(tick.target.headers.len());
+        for h in &tick.target.headers {
+            let value = if h.secret && is_sealed(&h.value) { open(&h.value)? } else { h.value.clone() };
+            headers.push((h.name.clone(), value));
+        }
+        let mut keys = Vec::new();
+        for s in tick.signing_secrets.iter().filter(|s| s.expires_at.is_none_or(|e| e > now)) {
+            keys.push(secret_bytes(&open(&s.sealed)?)?);
+        }
+        Ok((headers, keys))
+    }
+
     /// Sends attempt `number` of the run `run_id` of `tick`. Never fails: every failure is
     /// described in the returned record.
     pub async fn send(&self, tick: &Tick, run_id: RunId, number: u32) -> SendResult {
@@ -132,33 +161,6 @@ impl HttpSender {
         let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let client = if t.follow_redirects { &self.redirecting } else { &self.plain };
         let method = reqwest::Method::from_bytes(t.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-
-        let mut recorded = Vec::with_capacity(t.headers.len() + 3);
-        let mut req = client.request(method, &t.url).timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
-        for h in &t.headers {
-            req = req.header(&h.name, &h.value);
-            let secret = h.secret || ALWAYS_SECRET.contains(&h.name.to_ascii_lowercase().as_str());
-            recorded.push(RecordedHeader {
-                name: h.name.clone(),
-                value: if secret { REDACTED.to_owned() } else { h.value.clone() },
-            });
-        }
-        // cronhook's own headers go last and replace any user value (validation already
-        // rejects webhook-* names; this is the second line of defence).
-        let ours = [
-            (HEADER_ID, tick.id.to_string()),
-            (HEADER_TIMESTAMP, unix_secs.to_string()),
-            (HEADER_SCHEDULED_AT, tick.nominal_time.to_rfc3339()),
-        ];
-        for (name, value) in &ours {
-            recorded.retain(|h| !h.name.eq_ignore_ascii_case(name));
-            recorded.push(RecordedHeader { name: (*name).to_owned(), value: value.clone() });
-        }
-        let mut req = req.body(t.body.clone());
-        for (name, value) in ours {
-            req = req.header(name, value);
-        }
-
         let mut attempt = Attempt {
             run_id,
             number,
@@ -166,7 +168,7 @@ impl HttpSender {
             duration_ms: 0,
             method: t.method.as_str().to_owned(),
             url: t.url.clone(),
-            request_headers: recorded,
+            request_headers: Vec::new(),
             request_body_size: t.body.len() as u64,
             request_body_sha256: hex(&Sha256::digest(&t.body)),
             response_status: None,
@@ -177,14 +179,52 @@ impl HttpSender {
             error_message: None,
             lateness_ms: started_at.millis_since(tick.nominal_time),
         };
-
+        let fail = |mut attempt: Attempt, code: &str, msg: String| {
+            attempt.error_code = Some(code.into());
+            attempt.error_message = Some(msg.clone());
+            SendResult { attempt, verdict: Verdict::Fail { reason: msg } }
+        };
         if let Some(why) =
             url::Url::parse(&t.url).ok().and_then(|u| u.host_str().and_then(|h| self.cfg.ssrf.refuse_host(h)))
         {
-            attempt.error_code = Some("blocked_address".into());
-            attempt.error_message = Some(Blocked(why).to_string());
-            return SendResult { attempt, verdict: Verdict::Fail { reason: "blocked address".into() } };
+            return fail(attempt, "blocked_address", Blocked(why).to_string());
         }
+        let (headers, keys) = match self.open_secrets(tick, started_at) {
+            Ok(v) => v,
+            Err(e) => return fail(attempt, "secret_unavailable", e),
+        };
+
+        let mut recorded = Vec::with_capacity(headers.len() + 4);
+        let mut req = client.request(method, &t.url).timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
+        for (h, (name, value)) in t.headers.iter().zip(&headers) {
+            req = req.header(name, value);
+            let secret = h.secret || ALWAYS_SECRET.contains(&name.to_ascii_lowercase().as_str());
+            recorded.push(RecordedHeader {
+                name: name.clone(),
+                value: if secret { REDACTED.to_owned() } else { value.clone() },
+            });
+        }
+        // cronhook's own headers go last and replace any user value (validation already
+        // rejects webhook-* names; this is the second line of defence).
+        let msg_id = tick.id.to_string();
+        let mut ours = vec![
+            (HEADER_ID, msg_id.clone()),
+            (HEADER_TIMESTAMP, unix_secs.to_string()),
+            (HEADER_SCHEDULED_AT, tick.nominal_time.to_rfc3339()),
+        ];
+        if !keys.is_empty() {
+            ours.push((HEADER_SIGNATURE, signature_header(&keys, &msg_id, unix_secs, &t.body)));
+        }
+        for (name, value) in &ours {
+            recorded.retain(|h| !h.name.eq_ignore_ascii_case(name));
+            recorded.push(RecordedHeader { name: (*name).to_owned(), value: value.clone() });
+        }
+        attempt.request_headers = recorded;
+        let mut req = req.body(t.body.clone());
+        for (name, value) in ours {
+            req = req.header(name, value);
+        }
+
         // One slow host must not take every connection: at most per_host_limit at once.
         let slots = self.host_slots(&t.url);
         let _permit = match &slots {

@@ -3,7 +3,10 @@
 //! Unlike API output, the payload carries secret header values in clear: the worker needs
 //! them to send the request. Protect the topic like the database (ACLs, TLS).
 
-use cronhook_core::{Header, HttpMethod, HttpTarget, ProjectId, RetryPolicy, ScheduleId, Tick, TickId, TriggerKind};
+use cronhook_core::{
+    Header, HttpMethod, HttpTarget, ProjectId, RetryPolicy, ScheduleId, SigningSecret, Tick, TickId, Timestamp,
+    TriggerKind,
+};
 use prost::Message;
 
 use crate::v1 as pb;
@@ -63,6 +66,16 @@ pub fn encode_tick(t: &Tick) -> Vec<u8> {
         }),
         shard_epoch: t.epoch,
         shard: t.shard,
+        signing_secrets: t
+            .signing_secrets
+            .iter()
+            .map(|s| pb::SealedSecret {
+                id: s.id.clone(),
+                sealed: s.sealed.clone(),
+                create_time: Some(timestamp(s.created_at)),
+                expire_time: s.expires_at.map(timestamp),
+            })
+            .collect(),
     };
     msg.encode_to_vec()
 }
@@ -111,13 +124,22 @@ pub fn decode_tick(bytes: &[u8]) -> Result<Tick, DecodeError> {
         },
         shard: m.shard,
         epoch: m.shard_epoch,
+        signing_secrets: m
+            .signing_secrets
+            .into_iter()
+            .map(|s| SigningSecret {
+                id: s.id,
+                sealed: s.sealed,
+                created_at: s.create_time.as_ref().map(from_timestamp).unwrap_or(Timestamp::from_millis(0)),
+                expires_at: s.expire_time.as_ref().map(from_timestamp),
+            })
+            .collect(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cronhook_core::Timestamp;
 
     #[test]
     fn round_trip_and_version_check() {
@@ -142,6 +164,7 @@ mod tests {
             retry: RetryPolicy { max_retry_duration_ms: Some(60_000), ..RetryPolicy::default() },
             shard: 17,
             epoch: 99,
+            signing_secrets: Vec::new(),
         };
         assert_eq!(decode_tick(&encode_tick(&t)).unwrap(), t);
 

@@ -30,6 +30,7 @@ fn tick(s: ScheduleId, at: i64) -> Tick {
         retry: RetryPolicy::default(),
         shard: 2,
         epoch: 9,
+        signing_secrets: Vec::new(),
     }
 }
 

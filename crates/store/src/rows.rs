@@ -100,6 +100,7 @@ impl TickRow {
             retry: def.retry,
             shard: u32_of("ticks.shard", self.shard)?,
             epoch: self.epoch,
+            signing_secrets: def.signing_secrets,
         })
     }
 }

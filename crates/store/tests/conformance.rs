@@ -97,6 +97,7 @@ fn schedule(name: &str, next: Option<Timestamp>) -> Schedule {
             labels: [("team".to_owned(), "core".to_owned())].into(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            signing_secrets: Vec::new(),
         },
         state: ScheduleState::Active,
         state_reason: String::new(),
@@ -126,6 +127,7 @@ fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
         retry: s.def.retry.clone(),
         shard: s.shard,
         epoch: 1,
+        signing_secrets: Vec::new(),
     }
 }
 

@@ -118,6 +118,7 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
         labels: p.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         failure_notification_url: None,
         auto_pause_after_failures: 0,
+        signing_secrets: Vec::new(),
     })
 }
 
@@ -200,7 +201,15 @@ pub fn schedule_to_proto(s: &Schedule) -> pb::Schedule {
         labels: d.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         failure_notification_url: d.failure_notification_url.clone().unwrap_or_default(),
         auto_pause_after_failures: d.auto_pause_after_failures,
-        signing_secrets: Vec::new(),
+        signing_secrets: d
+            .signing_secrets
+            .iter()
+            .map(|s| pb::SigningSecretInfo {
+                id: s.id.clone(),
+                create_time: Some(timestamp(s.created_at)),
+                expire_time: s.expires_at.map(timestamp),
+            })
+            .collect(),
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use cronhook_core::ProjectId;
 use cronhook_core::validate::Limits;
+use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_proto::v1::run_service_server::RunServiceServer;
 use cronhook_proto::v1::schedule_service_server::ScheduleServiceServer;
@@ -58,11 +59,19 @@ pub struct ApiState {
     pub(crate) project: ProjectId,
     /// Destinations refused at creation (the worker checks again at send time).
     pub(crate) ssrf: Arc<SsrfPolicy>,
+    /// Seals secret header values and signing secrets (`None`: not configured).
+    pub(crate) seal: Option<SealKey>,
 }
 
 impl ApiState {
     /// Creates the handlers' state.
-    pub fn new(stores: Stores, cfg: &ApiConfig, shard_count: u32, ssrf: Arc<SsrfPolicy>) -> Self {
+    pub fn new(
+        stores: Stores,
+        cfg: &ApiConfig,
+        shard_count: u32,
+        ssrf: Arc<SsrfPolicy>,
+        seal: Option<SealKey>,
+    ) -> Self {
         Self {
             stores,
             limits: Arc::new(Limits { max_body_bytes: cfg.max_body_bytes, ..Limits::default() }),
@@ -70,6 +79,7 @@ impl ApiState {
             default_catchup_ms: cfg.default_catchup_window.as_millis() as i64,
             project: ProjectId::default_project(),
             ssrf,
+            seal,
         }
     }
 }

@@ -1,5 +1,9 @@
-use cronhook_core::{Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp, TriggerKind, validate};
+use cronhook_core::{
+    Schedule, ScheduleId, ScheduleState, SigningSecret, Tick, TickId, Timestamp, TriggerKind, validate,
+};
 use cronhook_cron::CompiledSpec;
+use cronhook_delivery::seal::is_sealed;
+use cronhook_delivery::signing;
 use cronhook_proto::timestamp;
 use cronhook_proto::v1 as pb;
 use cronhook_proto::v1::schedule_service_server::ScheduleService;
@@ -21,6 +25,36 @@ pub(crate) struct Schedules {
 impl Schedules {
     pub(crate) fn new(st: ApiState) -> Self {
         Self { st }
+    }
+
+    /// Seals the values of headers marked secret (already sealed ones are kept).
+    fn seal_headers(&self, def: &mut cronhook_core::NewSchedule) -> ApiResult<()> {
+        for (i, h) in def.target.headers.iter_mut().enumerate() {
+            if h.secret && !is_sealed(&h.value) {
+                let key = self.st.seal.as_ref().ok_or_else(|| {
+                    ApiError::precondition(format!(
+                        "schedule.target.headers[{i}]: secret values need secrets.key configured on the API"
+                    ))
+                })?;
+                h.value = key.seal(&h.value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns a new signing secret in clear (shown once) and sealed (stored).
+    fn new_secret(&self, now: Timestamp, field: &str) -> ApiResult<(String, SigningSecret)> {
+        let key = self.st.seal.as_ref().ok_or_else(|| {
+            ApiError::precondition(format!("{field}: signing needs secrets.key configured on the API"))
+        })?;
+        let plain = signing::generate_secret();
+        let sealed = SigningSecret {
+            id: format!("ss_{}", uuid::Uuid::new_v4().simple()),
+            sealed: key.seal(&plain),
+            created_at: now,
+            expires_at: None,
+        };
+        Ok((plain, sealed))
     }
 
     /// Refuses targets the SSRF guard would refuse anyway (internal names, blocked literals).
@@ -76,12 +110,18 @@ impl ScheduleService for Schedules {
     ) -> Result<Response<pb::CreateScheduleResponse>, Status> {
         let req = req.into_inner();
         let p = req.schedule.as_ref().ok_or_else(|| ApiError::invalid("schedule", "is required"))?;
-        if req.generate_signing_secret {
-            return Err(ApiError::unimplemented("generate_signing_secret", "request signing").into());
-        }
-        let def = convert::new_schedule(p, self.st.default_catchup_ms)?;
+        let mut def = convert::new_schedule(p, self.st.default_catchup_ms)?;
         validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
         self.check_destinations(&def)?;
+        self.seal_headers(&mut def)?;
+        let now_for_secret = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
+        let secret = if req.generate_signing_secret {
+            let (plain, sealed) = self.new_secret(now_for_secret, "generate_signing_secret")?;
+            def.signing_secrets.push(sealed);
+            plain
+        } else {
+            String::new()
+        };
         let spec = Self::compile(&def.spec)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let next = spec.next_after(now).ok_or_else(|| {
@@ -108,7 +148,7 @@ impl ScheduleService for Schedules {
         Ok(Response::new(pb::CreateScheduleResponse {
             schedule: Some(schedule_to_proto(&s)),
             next_fire_times: times.into_iter().map(timestamp).collect(),
-            signing_secret: String::new(),
+            signing_secret: secret,
         }))
     }
 
@@ -163,6 +203,8 @@ impl ScheduleService for Schedules {
         restore_redacted(&mut def, &current.def);
         validate::schedule(&def, &self.st.limits).map_err(ApiError::from)?;
         self.check_destinations(&def)?;
+        self.seal_headers(&mut def)?;
+        def.signing_secrets = current.def.signing_secrets.clone();
         let spec = Self::compile(&def.spec)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let mut s = current.clone();
@@ -253,11 +295,44 @@ impl ScheduleService for Schedules {
             retry: s.def.retry.clone(),
             shard: s.shard,
             epoch: 0,
+            signing_secrets: Vec::new(),
         };
         // Into the outbox: the shard's planner publishes it on its next pass.
         self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)?;
         tracing::info!(schedule_id = %s.id, tick_id = %tick.id, "manual trigger");
         Ok(Response::new(pb::TriggerScheduleResponse { tick_id: tick.id.to_string(), fire_time: Some(timestamp(now)) }))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        req: Request<pb::RotateSigningSecretRequest>,
+    ) -> Result<Response<pb::RotateSigningSecretResponse>, Status> {
+        let req = req.into_inner();
+        let overlap_ms = match req.overlap.as_ref() {
+            None => 24 * 3600 * 1000,
+            Some(d) => cronhook_proto::to_duration_ms(d)
+                .filter(|ms| *ms <= 30 * 24 * 3600 * 1000)
+                .ok_or_else(|| ApiError::invalid("overlap", "must be between 0 and 30 days"))?,
+        };
+        let created = std::sync::Mutex::new(String::new());
+        let s = self
+            .modify(&req.id, |s, now| {
+                let (plain, fresh) = self.new_secret(now, "id")?;
+                // Expired secrets go; current ones stay valid for the overlap.
+                s.def.signing_secrets.retain(|x| x.expires_at.is_none_or(|e| e > now));
+                for x in s.def.signing_secrets.iter_mut().filter(|x| x.expires_at.is_none()) {
+                    x.expires_at = Some(now.add_millis(overlap_ms));
+                }
+                s.def.signing_secrets.push(fresh);
+                if let Ok(mut c) = created.lock() {
+                    *c = plain;
+                }
+                Ok(Some(NextFire::Keep))
+            })
+            .await?;
+        tracing::info!(schedule_id = %s.id, "signing secret rotated");
+        let signing_secret = created.into_inner().unwrap_or_default();
+        Ok(Response::new(pb::RotateSigningSecretResponse { schedule: Some(schedule_to_proto(&s)), signing_secret }))
     }
 
     async fn preview_schedule(

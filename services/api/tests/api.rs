@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use cronhook_api::{ApiConfig, ApiState};
+use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::{SsrfConfig, SsrfPolicy};
 use cronhook_proto::v1 as pb;
 use cronhook_proto::v1::run_service_client::RunServiceClient;
@@ -31,13 +32,18 @@ impl Drop for Api {
 }
 
 async fn start() -> Api {
+    start_with_seal(true).await
+}
+
+async fn start_with_seal(seal: bool) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let stores = cronhook_store::open(dir.path().join("a.db").to_str().unwrap(), 16).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
     let ssrf = SsrfPolicy::from_config(&SsrfConfig { allow_networks: "127.0.0.0/8".into(), ..SsrfConfig::default() });
-    let state = ApiState::new(stores, &ApiConfig::default(), 16, Arc::new(ssrf.unwrap()));
+    let seal = seal.then(|| SealKey::from_base64(&SealKey::generate_base64()).unwrap());
+    let state = ApiState::new(stores, &ApiConfig::default(), 16, Arc::new(ssrf.unwrap()), seal);
     tokio::spawn(cronhook_api::serve(listener, state, cancel.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     Api {
@@ -287,4 +293,69 @@ async fn health_and_reflection_are_served() {
     for want in ["cronhook.v1.ScheduleService", "cronhook.v1.RunService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
+}
+
+#[tokio::test]
+async fn signing_secrets_are_shown_once_stored_sealed_and_rotated_with_overlap() {
+    let mut api = start().await;
+    let r = api
+        .s
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(valid()), generate_signing_secret: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.signing_secret.starts_with("whsec_"), "{}", r.signing_secret);
+    let s = r.schedule.unwrap();
+    assert_eq!(s.signing_secrets.len(), 1);
+    assert!(s.signing_secrets[0].expire_time.is_none());
+    let got = api.s.get_schedule(pb::GetScheduleRequest { id: s.id.clone() }).await.unwrap().into_inner();
+    let text = format!("{got:?}");
+    assert!(!text.contains(&r.signing_secret[6..]) && !text.contains("s3cret"), "never shown again");
+
+    let rot = api
+        .s
+        .rotate_signing_secret(pb::RotateSigningSecretRequest {
+            id: s.id.clone(),
+            overlap: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rot.signing_secret.starts_with("whsec_") && rot.signing_secret != r.signing_secret);
+    let secrets = rot.schedule.unwrap().signing_secrets;
+    assert_eq!(secrets.len(), 2);
+    let old_expiry =
+        secrets[0].expire_time.as_ref().unwrap().seconds - secrets[0].create_time.as_ref().unwrap().seconds;
+    assert!((3590..=3610).contains(&old_expiry), "old secret valid for the overlap: {old_expiry} s");
+    assert!(secrets[1].expire_time.is_none(), "the new one is current");
+    let e = api
+        .s
+        .rotate_signing_secret(pb::RotateSigningSecretRequest {
+            id: s.id.clone(),
+            overlap: Some(prost_types::Duration { seconds: 40 * 86400, nanos: 0 }),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("overlap:"));
+
+    // an update sending the redacted secret header back keeps the stored value
+    let mut changed = api.s.get_schedule(pb::GetScheduleRequest { id: s.id.clone() }).await.unwrap().into_inner();
+    let etag = changed.etag.clone();
+    changed.name = "renamed".into();
+    let u =
+        api.s.update_schedule(pb::UpdateScheduleRequest { schedule: Some(changed), etag }).await.unwrap().into_inner();
+    assert_eq!(u.target.unwrap().headers[1].value, "[redacted]");
+    assert_eq!(u.signing_secrets.len(), 2, "an update keeps the signing secrets");
+}
+
+#[tokio::test]
+async fn secrets_need_a_key() {
+    let mut api = start_with_seal(false).await;
+    let e = create(&mut api, valid()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("schedule.target.headers[1]") && e.message().contains("secrets.key"),
+        "{}",
+        e.message()
+    );
 }

@@ -71,6 +71,15 @@ pub enum SchedulesCmd {
         conn: Conn,
         id: String,
     },
+    /// Add a new signing secret (printed once); current ones stay valid for --overlap.
+    RotateSecret {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// How long the current secrets stay valid (e.g. 24h).
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+    },
     /// Show the next fire times of a spec without creating anything.
     Preview {
         #[command(flatten)]
@@ -172,6 +181,9 @@ pub struct CreateArgs {
     /// Label key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Sign every request (Standard Webhooks); the secret is printed once.
+    #[arg(long)]
+    pub sign: bool,
 }
 
 async fn channel(conn: &Conn) -> anyhow::Result<Channel> {
@@ -299,7 +311,10 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
             let schedule = schedule_arg(&a)?;
             let mut c = ScheduleServiceClient::new(channel(&a.conn).await?);
             let r = c
-                .create_schedule(pb::CreateScheduleRequest { schedule: Some(schedule), generate_signing_secret: false })
+                .create_schedule(pb::CreateScheduleRequest {
+                    schedule: Some(schedule),
+                    generate_signing_secret: a.sign,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -355,6 +370,16 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
             let mut c = ScheduleServiceClient::new(channel(&conn).await?);
             let r = c.trigger_schedule(pb::TriggerScheduleRequest { id }).await.map_err(status)?.into_inner();
             output::message(conn.output, "triggered, tick", &r.tick_id)
+        }
+        SchedulesCmd::RotateSecret { conn, id, overlap } => {
+            let overlap = duration_arg(&overlap, "--overlap")?;
+            let mut c = ScheduleServiceClient::new(channel(&conn).await?);
+            let r = c
+                .rotate_signing_secret(pb::RotateSigningSecretRequest { id, overlap: Some(overlap) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::message(conn.output, "new signing secret (shown once)", &r.signing_secret)
         }
         SchedulesCmd::Preview { conn, spec, count } => {
             let spec = spec_arg(&spec)?;

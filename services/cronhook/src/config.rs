@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cronhook_api::ApiConfig;
+use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::{SsrfConfig, SsrfPolicy};
 use cronhook_election::etcd::EtcdConfig;
 use cronhook_planner::PlannerConfig;
@@ -42,6 +43,18 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `[delivery]`: the SSRF guard and its allow-list.
     pub delivery: SsrfConfig,
+    /// `[secrets]`: the key sealing secret header values and signing secrets.
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`). API and workers need the same.
+    pub key: String,
+    /// A file holding the key instead (e.g. a mounted secret).
+    pub key_file: String,
 }
 
 /// `[database]`
@@ -84,6 +97,7 @@ impl Default for Config {
             etcd: EtcdConfig::default(),
             kafka: KafkaConfig::default(),
             delivery: SsrfConfig::default(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -100,7 +114,8 @@ impl Default for QueueConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["database", "dev", "queue", "api", "planner", "worker", "etcd", "kafka", "delivery"];
+const SECTIONS: &[&str] =
+    &["database", "dev", "queue", "api", "planner", "worker", "etcd", "kafka", "delivery", "secrets"];
 
 impl Config {
     /// Loads defaults, file and environment.
@@ -162,6 +177,26 @@ impl Config {
         Ok(std::sync::Arc::new(SsrfPolicy::from_config(&self.delivery).map_err(|e| anyhow::anyhow!(e))?))
     }
 
+    /// Returns the sealing key: `secrets.key`, else `secrets.key_file`, else (with
+    /// `dev_dir`, the embedded mode) a key file created once in the data directory.
+    pub fn seal_key(&self, dev_dir: Option<&std::path::Path>) -> anyhow::Result<Option<SealKey>> {
+        let text = if !self.secrets.key.is_empty() {
+            self.secrets.key.clone()
+        } else if !self.secrets.key_file.is_empty() {
+            std::fs::read_to_string(&self.secrets.key_file)
+                .with_context(|| format!("secrets.key_file: cannot read {}", self.secrets.key_file))?
+        } else if let Some(dir) = dev_dir {
+            let path = dir.join("secrets.key");
+            if !path.exists() {
+                write_private(&path, &SealKey::generate_base64())?;
+            }
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(SealKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{e}"))?))
+    }
+
     /// Checks the settings the distributed roles need.
     pub fn require_database(&self) -> anyhow::Result<()> {
         if self.database.url.is_empty() {
@@ -179,4 +214,19 @@ impl Config {
             .with_context(|| format!("dev.data_dir: cannot create {}", self.dev.data_dir.display()))?;
         Ok(self.dev.data_dir.join("cronhook.db").display().to_string())
     }
+}
+
+/// Writes `text` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }

@@ -54,6 +54,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         cfg.delivery.allow_networks = "127.0.0.0/8,::1/128".into();
     }
     let ssrf = cfg.ssrf()?;
+    let seal = cfg.seal_key(Some(&cfg.dev.data_dir))?;
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -64,7 +65,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     start_metrics(&cfg, &metrics, &cancel).await?;
 
-    let api = ApiState::new(stores.clone(), &cfg.api, shard_count, ssrf.clone());
+    let api = ApiState::new(stores.clone(), &cfg.api, shard_count, ssrf.clone(), seal.clone());
     spawn_task(&tasks, &cancel, "api", OnError::Shutdown, cronhook_api::serve(listener, api, cancel.clone()));
     let planner = Planner::new(
         stores.ticks.clone(),
@@ -75,7 +76,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     spawn_task(&tasks, &cancel, "planner", OnError::Shutdown, planner.run(cancel.clone()));
-    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), ssrf, metrics)?;
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), ssrf, seal, metrics)?;
     spawn_task(&tasks, &cancel, "worker", OnError::Shutdown, worker.run(consumer, cancel.clone()));
     tasks.close();
 
@@ -112,6 +113,7 @@ pub async fn run_api(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let cancel = shutdown::on_signals();
     println!("cronhook api: gRPC API listening on http://{addr}");
-    cronhook_api::serve(listener, ApiState::new(stores, &cfg.api, shard_count, cfg.ssrf()?), cancel).await?;
+    let state = ApiState::new(stores, &cfg.api, shard_count, cfg.ssrf()?, cfg.seal_key(None)?);
+    cronhook_api::serve(listener, state, cancel).await?;
     Ok(())
 }

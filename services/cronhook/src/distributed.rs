@@ -54,7 +54,7 @@ pub async fn run_worker(mut cfg: Config) -> anyhow::Result<()> {
     let cancel = shutdown::on_signals();
     let metrics = Arc::new(Metrics::default());
     start_metrics(&cfg, &metrics, &cancel).await?;
-    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), cfg.ssrf()?, metrics)?;
+    let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), cfg.ssrf()?, cfg.seal_key(None)?, metrics)?;
     println!("cronhook worker: started as {node} (group {}, topic {})", cfg.kafka.group_id, cfg.kafka.topic);
     worker.run(consumer, cancel).await?;
     println!("cronhook worker: stopped");

@@ -180,11 +180,17 @@ pub fn created(out: Output, r: &pb::CreateScheduleResponse) -> anyhow::Result<()
     match out {
         Output::Json => {
             let mut v = schedule_json(&s);
+            if !r.signing_secret.is_empty() {
+                v["signing_secret"] = json!(r.signing_secret);
+            }
             v["next_fire_times"] = Value::Array(r.next_fire_times.iter().map(|t| ts(Some(t))).collect());
             print_json(&v)
         }
         Output::Table => {
             outln!("created schedule {}", s.id);
+            if !r.signing_secret.is_empty() {
+                outln!("signing secret (shown once): {}", r.signing_secret);
+            }
             outln!("next fire times:");
             for t in &r.next_fire_times {
                 outln!("  {}", ts_text(Some(t)));

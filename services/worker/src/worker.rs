@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronhook_core::{RunId, RunStatus, Tick, Timestamp};
+use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_delivery::{HttpSender, SendResult, SenderConfig, Verdict, retry};
 use cronhook_queue::{Delivery, TickConsumer};
@@ -35,12 +36,14 @@ impl Worker {
         runs: Arc<dyn RunStore>,
         cfg: WorkerConfig,
         ssrf: Arc<SsrfPolicy>,
+        seal: Option<SealKey>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, cronhook_delivery::Error> {
         Self::with_sender(
             runs,
             SenderConfig {
                 ssrf,
+                seal,
                 connect_timeout: cfg.connect_timeout,
                 max_response_body: cfg.max_response_body,
                 per_host_limit: cfg.per_host_limit,

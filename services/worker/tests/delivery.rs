@@ -72,6 +72,7 @@ async fn env(target: HttpTarget, retry: RetryPolicy) -> Env {
             labels: Default::default(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            signing_secrets: Vec::new(),
         },
         state: ScheduleState::Active,
         state_reason: String::new(),
@@ -119,6 +120,7 @@ async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usi
             retry: s.def.retry.clone(),
             shard: s.shard,
             epoch: 1,
+            signing_secrets: s.def.signing_secrets.clone(),
         })
         .collect();
     let (publisher, consumer) = memory::channel(n.max(16));
@@ -404,4 +406,82 @@ async fn one_host_gets_at_most_the_per_host_limit_at_once() {
     println!("most requests in flight at the target: {}", t.max_in_flight());
     assert!(t.max_in_flight() <= 3, "limit 3, saw {}", t.max_in_flight());
     assert!(t.max_in_flight() >= 2, "deliveries still run concurrently");
+}
+
+/// Verifies a Standard Webhooks signature with an independent implementation (Python's
+/// standard library), as a receiver would.
+fn python_verifies(secret: &str, msg_id: &str, ts: &str, body: &[u8], signature: &str) -> bool {
+    use base64::Engine as _;
+    let script = r#"
+import base64, hashlib, hmac, sys
+secret, msg_id, ts, body, header = sys.argv[1:6]
+key = base64.b64decode(secret.split("_", 1)[1])
+expected = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + base64.b64decode(body), hashlib.sha256).digest()).decode()
+ok = any(hmac.compare_digest(part.split(",", 1)[1], expected) for part in header.split(" ") if part.startswith("v1,"))
+print("ok" if ok else "bad")
+"#;
+    let body64 = base64::engine::general_purpose::STANDARD.encode(body);
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, msg_id, ts, &body64, signature])
+        .output()
+        .expect("python3 (the test machine has it)");
+    String::from_utf8_lossy(&out.stdout).trim() == "ok"
+}
+
+fn seal_key() -> cronhook_delivery::seal::SealKey {
+    cronhook_delivery::seal::SealKey::from_base64(&cronhook_delivery::seal::SealKey::generate_base64()).unwrap()
+}
+
+#[tokio::test]
+async fn requests_are_signed_and_secret_headers_opened_only_to_send() {
+    use cronhook_core::SigningSecret;
+    use cronhook_delivery::signing::generate_secret;
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let key = seal_key();
+    let (old, new, gone) = (generate_secret(), generate_secret(), generate_secret());
+    let secret = |id: &str, plain: &str, expires: Option<i64>| SigningSecret {
+        id: id.into(),
+        sealed: key.seal(plain),
+        created_at: Timestamp::now(),
+        expires_at: expires.map(|d| Timestamp::now().add_millis(d)),
+    };
+    let mut tg = target(t.url("/signed"));
+    tg.headers.push(Header { name: "Authorization".into(), value: key.seal("Bearer s3cret"), secret: true });
+    let mut e = env(tg, fast_retries(1)).await;
+    // during a rotation: the old secret still valid for an hour, the new one current,
+    // and one that expired already
+    e.schedule.def.signing_secrets = vec![
+        secret("ss_gone", &gone, Some(-1_000)),
+        secret("ss_old", &old, Some(3_600_000)),
+        secret("ss_new", &new, None),
+    ];
+    let sender = SenderConfig { seal: Some(key.clone()), ..sender() };
+    let (run, attempts) = deliver_with(&e, cfg(), sender).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", attempts[0].error_message);
+    let seen = &t.seen()[0];
+    assert_eq!(seen.header("authorization"), Some("Bearer s3cret"), "opened just before sending");
+    let (id, ts, sig) = (
+        seen.header("webhook-id").unwrap(),
+        seen.header("webhook-timestamp").unwrap(),
+        seen.header("webhook-signature").unwrap(),
+    );
+    assert_eq!(sig.split(' ').count(), 2, "one signature per valid secret: {sig}");
+    assert!(python_verifies(&new, id, ts, &seen.body, sig), "the new secret verifies");
+    assert!(python_verifies(&old, id, ts, &seen.body, sig), "the old secret still verifies during the overlap");
+    assert!(!python_verifies(&gone, id, ts, &seen.body, sig), "an expired secret is not used");
+    assert!(!python_verifies(&new, id, ts, b"tampered", sig), "a changed body fails");
+    let rec = attempts[0].request_headers.iter().find(|h| h.name == "Authorization").unwrap();
+    assert_eq!(rec.value, "[redacted]", "never stored in clear");
+}
+
+#[tokio::test]
+async fn a_worker_without_the_key_fails_clearly() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let mut tg = target(t.url("/x"));
+    tg.headers.push(Header { name: "X-Token".into(), value: seal_key().seal("t"), secret: true });
+    let e = env(tg, fast_retries(3)).await;
+    let (run, attempts) = deliver(&e, cfg()).await;
+    assert_eq!((run.status, run.attempt_count), (RunStatus::Failed, 1));
+    assert_eq!(attempts[0].error_code.as_deref(), Some("secret_unavailable"));
+    assert!(t.seen().is_empty());
 }

@@ -27,6 +27,7 @@ fn tick(url: String) -> Tick {
         retry: RetryPolicy::default(),
         shard: 0,
         epoch: 1,
+        signing_secrets: Vec::new(),
     }
 }
 

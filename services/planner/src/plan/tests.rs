@@ -35,6 +35,7 @@ fn every_second(next: i64, catchup_ms: i64) -> (Schedule, CompiledSpec) {
             labels: Default::default(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            signing_secrets: Vec::new(),
         },
         state: ScheduleState::Active,
         state_reason: String::new(),
