@@ -85,13 +85,8 @@ impl Report {
     }
 }
 
-fn cronhook_delivery_key() -> String {
-    use std::fmt::Write as _;
-    // 32 fixed bytes, base64: a test key
-    let mut s = String::new();
-    let _ = write!(s, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
-    s
-}
+/// The sealing key of the test cluster (base64 of 32 fixed bytes; tests only).
+const TEST_SEAL_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
@@ -127,7 +122,7 @@ impl Cluster {
             // the sink listens on loopback, which the SSRF guard refuses by default
             ("CRONHOOK_DELIVERY_ALLOW_NETWORKS", "127.0.0.0/8".into()),
             // API and workers share the sealing key
-            ("CRONHOOK_SECRETS_KEY", cronhook_delivery_key()),
+            ("CRONHOOK_SECRETS_KEY", TEST_SEAL_KEY.into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

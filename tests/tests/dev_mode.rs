@@ -92,7 +92,9 @@ async fn dev_fires_every_second_on_sqlite() {
 #[tokio::test]
 async fn dev_fires_every_second_on_postgres() {
     let url = cronhook_test_utils::postgres::fresh_database_url().await.unwrap();
-    fires_every_second(&["dev", "--database-url", &url, "--listen", "127.0.0.1:0"]).await;
+    let dir = tempfile::tempdir().unwrap(); // only the sealing key lives there
+    let data = dir.path().to_str().unwrap();
+    fires_every_second(&["dev", "--database-url", &url, "--data-dir", data, "--listen", "127.0.0.1:0"]).await;
 }
 
 /// kill -9 while a schedule fires every second, start again on the same data dir: every

@@ -186,6 +186,7 @@ impl Config {
             std::fs::read_to_string(&self.secrets.key_file)
                 .with_context(|| format!("secrets.key_file: cannot read {}", self.secrets.key_file))?
         } else if let Some(dir) = dev_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("dev.data_dir: cannot create {}", dir.display()))?;
             let path = dir.join("secrets.key");
             if !path.exists() {
                 write_private(&path, &SealKey::generate_base64())?;
