@@ -12,6 +12,8 @@ pub enum TriggerKind {
     Manual,
     /// Produced by a backfill.
     Backfill,
+    /// A `run.failed` event for the schedule's failure notification URL.
+    Notification,
 }
 
 impl TriggerKind {
@@ -21,6 +23,7 @@ impl TriggerKind {
             Self::Scheduled => "scheduled",
             Self::Manual => "manual",
             Self::Backfill => "backfill",
+            Self::Notification => "notification",
         }
     }
 
@@ -30,6 +33,7 @@ impl TriggerKind {
             "scheduled" => Self::Scheduled,
             "manual" => Self::Manual,
             "backfill" => Self::Backfill,
+            "notification" => Self::Notification,
             _ => return None,
         })
     }
@@ -117,4 +121,10 @@ pub struct Tick {
     /// Signing secrets of the schedule (sealed), to sign the request with.
     #[serde(default)]
     pub signing_secrets: Vec<crate::SigningSecret>,
+    /// Where a `run.failed` event goes when this tick's run fails (never for notifications).
+    #[serde(default)]
+    pub failure_notification_url: Option<String>,
+    /// Pause the schedule after this many consecutive failed runs (0 = never).
+    #[serde(default)]
+    pub auto_pause_after_failures: u32,
 }

@@ -43,6 +43,7 @@ pub fn encode_tick(t: &Tick) -> Vec<u8> {
             TriggerKind::Scheduled => pb::TriggerKind::Scheduled,
             TriggerKind::Manual => pb::TriggerKind::Manual,
             TriggerKind::Backfill => pb::TriggerKind::Backfill,
+            TriggerKind::Notification => pb::TriggerKind::Notification,
         } as i32,
         target: Some(pb::HttpTarget {
             url: t.target.url.clone(),
@@ -76,6 +77,8 @@ pub fn encode_tick(t: &Tick) -> Vec<u8> {
                 expire_time: s.expires_at.map(timestamp),
             })
             .collect(),
+        failure_notification_url: t.failure_notification_url.clone().unwrap_or_default(),
+        auto_pause_after_failures: t.auto_pause_after_failures,
     };
     msg.encode_to_vec()
 }
@@ -100,6 +103,7 @@ pub fn decode_tick(bytes: &[u8]) -> Result<Tick, DecodeError> {
         trigger: match pb::TriggerKind::try_from(m.trigger) {
             Ok(pb::TriggerKind::Manual) => TriggerKind::Manual,
             Ok(pb::TriggerKind::Backfill) => TriggerKind::Backfill,
+            Ok(pb::TriggerKind::Notification) => TriggerKind::Notification,
             Ok(pb::TriggerKind::Scheduled) => TriggerKind::Scheduled,
             _ => return Err(DecodeError::Field("trigger")),
         },
@@ -134,6 +138,8 @@ pub fn decode_tick(bytes: &[u8]) -> Result<Tick, DecodeError> {
                 expires_at: s.expire_time.as_ref().map(from_timestamp),
             })
             .collect(),
+        failure_notification_url: Some(m.failure_notification_url).filter(|u| !u.is_empty()),
+        auto_pause_after_failures: m.auto_pause_after_failures,
     })
 }
 
@@ -165,6 +171,8 @@ mod tests {
             shard: 17,
             epoch: 99,
             signing_secrets: Vec::new(),
+            failure_notification_url: None,
+            auto_pause_after_failures: 0,
         };
         assert_eq!(decode_tick(&encode_tick(&t)).unwrap(), t);
 

@@ -31,6 +31,8 @@ fn tick(s: ScheduleId, at: i64) -> Tick {
         shard: 2,
         epoch: 9,
         signing_secrets: Vec::new(),
+        failure_notification_url: None,
+        auto_pause_after_failures: 0,
     }
 }
 

@@ -21,7 +21,9 @@ use cronhook_core::{Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, Schedu
 pub use error::{Error, Result};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use types::{AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunFilter, ShardLease};
+pub use types::{
+    AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunEffects, RunFilter, ShardLease,
+};
 
 /// Schedules as the API reads and writes them.
 #[async_trait]

@@ -12,7 +12,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, last_error, safe, stale_etag, tick_state_for, to_json,
+    AttemptRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, last_error, safe, stale_etag, tick_state_for,
+    to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
@@ -44,7 +45,7 @@ fn shard_list(shards: &[u32]) -> Vec<i32> {
 const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, state, state_reason, next_fire_at, \
                              runs_left, version, shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
-                         t.schedule_version, t.shard, t.epoch, s.definition::text AS definition";
+                         t.schedule_version, t.shard, t.epoch, s.definition::text AS definition, t.target_override::text AS target_override";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -77,6 +78,7 @@ fn tick_row(r: &PgRow) -> Result<Tick> {
         shard: i64::from(r.try_get::<i32, _>("shard")?),
         epoch: r.try_get("epoch")?,
         definition: r.try_get("definition")?,
+        target_override: r.try_get("target_override")?,
     }
     .into_domain()
 }
@@ -127,6 +129,75 @@ fn attempt_row(r: &PgRow) -> Result<Attempt> {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
+async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<()> {
+    let target_override = match t.trigger {
+        cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
+         shard, epoch, state, created_at, updated_at, target_override) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now(), $10::jsonb) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(t.project_id.as_str())
+    .bind(t.id.as_uuid())
+    .bind(t.schedule_id.as_uuid())
+    .bind(dt(t.nominal_time))
+    .bind(dt(t.fire_time))
+    .bind(t.trigger.as_str())
+    .bind(t.schedule_version)
+    .bind(t.shard as i32)
+    .bind(t.epoch)
+    .bind(target_override)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Applies a final run's consequences to its schedule (auto-pause count, notification).
+async fn apply_effects(tx: &mut sqlx::Transaction<'_, Postgres>, rec: &AttemptRecord) -> Result<()> {
+    let Some(fx) = &rec.effects else { return Ok(()) };
+    match rec.status {
+        RunStatus::Failed => {
+            let n: Option<i32> = sqlx::query_scalar(
+                "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
+                 WHERE project_id = $1 AND id = $2 RETURNING consecutive_failures",
+            )
+            .bind(rec.project_id.as_str())
+            .bind(fx.schedule_id.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?;
+            if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
+                sqlx::query(
+                    "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, updated_at = now() \
+                     WHERE project_id = $1 AND id = $2 AND state = 'active'",
+                )
+                .bind(rec.project_id.as_str())
+                .bind(fx.schedule_id.as_uuid())
+                .bind(auto_pause_reason(fx.auto_pause_after))
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        RunStatus::Succeeded => {
+            sqlx::query(
+                "UPDATE schedules SET consecutive_failures = 0 \
+                 WHERE project_id = $1 AND id = $2 AND consecutive_failures <> 0",
+            )
+            .bind(rec.project_id.as_str())
+            .bind(fx.schedule_id.as_uuid())
+            .execute(&mut **tx)
+            .await?;
+        }
+        _ => {}
+    }
+    if let Some(n) = &fx.notification {
+        insert_tick_in(&mut **tx, n).await?;
+    }
+    Ok(())
 }
 
 impl PgStore {
@@ -311,6 +382,7 @@ impl ScheduleStore for PgStore {
             "UPDATE schedules SET name = $3, definition = $4::jsonb, state = $5, state_reason = $6, \
              next_fire_at = CASE WHEN $7 THEN $8 ELSE next_fire_at END, \
              runs_left = CASE WHEN $7 THEN $9 ELSE runs_left END, \
+             consecutive_failures = CASE WHEN $5 = 'active' AND state <> 'active' THEN 0 ELSE consecutive_failures END, \
              version = version + 1, updated_at = $10 \
              WHERE project_id = $1 AND id = $2 AND version = $11 RETURNING {SCHEDULE_COLS}"
         )))
@@ -496,23 +568,7 @@ impl TickStore for PgStore {
     }
 
     async fn insert_tick(&self, t: &Tick) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
-             shard, epoch, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now()) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(t.project_id.as_str())
-        .bind(t.id.as_uuid())
-        .bind(t.schedule_id.as_uuid())
-        .bind(dt(t.nominal_time))
-        .bind(dt(t.fire_time))
-        .bind(t.trigger.as_str())
-        .bind(t.schedule_version)
-        .bind(t.shard as i32)
-        .bind(t.epoch)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_tick_in(&self.pool, t).await
     }
 
     async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
@@ -627,7 +683,7 @@ impl TickStore for PgStore {
 }
 
 const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
-                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition::text AS definition";
+                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition::text AS definition, t.target_override::text AS target_override";
 
 #[async_trait]
 impl RunStore for PgStore {
@@ -721,6 +777,7 @@ impl RunStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        apply_effects(&mut tx, rec).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -808,6 +865,9 @@ impl RunStore for PgStore {
             .bind(finals.iter().map(|f| f.1).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+        }
+        for r in recs.iter().filter(|r| r.effects.is_some() && r.status.is_final()) {
+            apply_effects(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())

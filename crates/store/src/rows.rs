@@ -83,11 +83,18 @@ pub(crate) struct TickRow {
     pub shard: i64,
     pub epoch: i64,
     pub definition: String,
+    /// JSON of the request when it is not the schedule's (failure notifications).
+    pub target_override: Option<String>,
 }
 
 impl TickRow {
     pub(crate) fn into_domain(self) -> Result<Tick> {
         let def = from_json::<NewSchedule>("schedules.definition", &self.definition)?;
+        let notification = self.target_override.is_some();
+        let target = match &self.target_override {
+            Some(t) => from_json::<cronhook_core::HttpTarget>("ticks.target_override", t)?,
+            None => def.target,
+        };
         Ok(Tick {
             id: TickId::from_uuid(self.id),
             project_id: project(self.project_id)?,
@@ -96,11 +103,14 @@ impl TickRow {
             nominal_time: ts(self.nominal_time),
             fire_time: ts(self.fire_time),
             trigger: TriggerKind::parse(&self.trigger).ok_or_else(|| corrupt("ticks.trigger", &self.trigger))?,
-            target: def.target,
-            retry: def.retry,
+            target,
+            retry: if notification { cronhook_core::RetryPolicy::default() } else { def.retry },
             shard: u32_of("ticks.shard", self.shard)?,
             epoch: self.epoch,
             signing_secrets: def.signing_secrets,
+            // a notification never notifies or counts toward auto-pause
+            failure_notification_url: if notification { None } else { def.failure_notification_url },
+            auto_pause_after_failures: if notification { 0 } else { def.auto_pause_after_failures },
         })
     }
 }
@@ -215,4 +225,9 @@ pub(crate) fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
 /// The run's `last_error` text for an attempt (`code: message`), if it failed.
 pub(crate) fn last_error(a: &Attempt) -> Option<String> {
     a.error_message.as_ref().map(|m| format!("{}: {m}", a.error_code.as_deref().unwrap_or("error")))
+}
+
+/// The state reason of a schedule auto-paused after `n` consecutive failed runs.
+pub(crate) fn auto_pause_reason(n: u32) -> String {
+    format!("auto-paused after {n} consecutive failed runs; resume to try again")
 }

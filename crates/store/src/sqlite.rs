@@ -16,7 +16,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, RunRow, ScheduleRow, TickRow, corrupt, i64_opt, last_error, safe, stale_etag, tick_state_for, to_json,
+    AttemptRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, i64_opt, last_error, safe, stale_etag,
+    tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
@@ -46,7 +47,7 @@ fn shard_json(shards: &[u32]) -> String {
 const SCHEDULE_COLS: &str = "project_id, id, definition, state, state_reason, next_fire_at, runs_left, version, \
                              shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
-                         t.schedule_version, t.shard, t.epoch, s.definition";
+                         t.schedule_version, t.shard, t.epoch, s.definition, t.target_override";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -79,6 +80,7 @@ fn tick_row(r: &SqliteRow) -> Result<Tick> {
         shard: r.try_get("shard")?,
         epoch: r.try_get("epoch")?,
         definition: r.try_get("definition")?,
+        target_override: r.try_get("target_override")?,
     }
     .into_domain()
 }
@@ -129,6 +131,78 @@ fn attempt_row(r: &SqliteRow) -> Result<Attempt> {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
+async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Result<()> {
+    let target_override = match t.trigger {
+        cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
+        _ => None,
+    };
+    let now = Timestamp::now().as_millis();
+    sqlx::query(
+        "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
+         shard, epoch, state, created_at, updated_at, target_override) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(t.project_id.as_str())
+    .bind(t.id.to_string())
+    .bind(t.schedule_id.to_string())
+    .bind(t.nominal_time.as_millis())
+    .bind(t.fire_time.as_millis())
+    .bind(t.trigger.as_str())
+    .bind(t.schedule_version)
+    .bind(i64::from(t.shard))
+    .bind(t.epoch)
+    .bind(now)
+    .bind(target_override)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Applies a final run's consequences to its schedule (auto-pause count, notification).
+async fn apply_effects(tx: &mut sqlx::Transaction<'_, Sqlite>, rec: &AttemptRecord) -> Result<()> {
+    let Some(fx) = &rec.effects else { return Ok(()) };
+    match rec.status {
+        RunStatus::Failed => {
+            let n: Option<i64> = sqlx::query_scalar(
+                "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
+                 WHERE project_id = ?1 AND id = ?2 RETURNING consecutive_failures",
+            )
+            .bind(rec.project_id.as_str())
+            .bind(fx.schedule_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+            if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
+                sqlx::query(
+                    "UPDATE schedules SET state = 'paused', state_reason = ?3, version = version + 1, updated_at = ?4 \
+                     WHERE project_id = ?1 AND id = ?2 AND state = 'active'",
+                )
+                .bind(rec.project_id.as_str())
+                .bind(fx.schedule_id.to_string())
+                .bind(auto_pause_reason(fx.auto_pause_after))
+                .bind(Timestamp::now().as_millis())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        RunStatus::Succeeded => {
+            sqlx::query(
+                "UPDATE schedules SET consecutive_failures = 0 \
+                 WHERE project_id = ?1 AND id = ?2 AND consecutive_failures <> 0",
+            )
+            .bind(rec.project_id.as_str())
+            .bind(fx.schedule_id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        _ => {}
+    }
+    if let Some(n) = &fx.notification {
+        insert_tick_in(&mut **tx, n).await?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -258,6 +332,7 @@ impl ScheduleStore for SqliteStore {
             "UPDATE schedules SET name = ?3, definition = ?4, state = ?5, state_reason = ?6, \
              next_fire_at = CASE WHEN ?7 THEN ?8 ELSE next_fire_at END, \
              runs_left = CASE WHEN ?7 THEN ?9 ELSE runs_left END, \
+             consecutive_failures = CASE WHEN ?5 = 'active' AND state <> 'active' THEN 0 ELSE consecutive_failures END, \
              version = version + 1, updated_at = ?10 \
              WHERE project_id = ?1 AND id = ?2 AND version = ?11 RETURNING {SCHEDULE_COLS}"
         )))
@@ -447,25 +522,7 @@ impl TickStore for SqliteStore {
     }
 
     async fn insert_tick(&self, t: &Tick) -> Result<()> {
-        let now = Timestamp::now().as_millis();
-        sqlx::query(
-            "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
-             shard, epoch, state, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(t.project_id.as_str())
-        .bind(t.id.to_string())
-        .bind(t.schedule_id.to_string())
-        .bind(t.nominal_time.as_millis())
-        .bind(t.fire_time.as_millis())
-        .bind(t.trigger.as_str())
-        .bind(t.schedule_version)
-        .bind(i64::from(t.shard))
-        .bind(t.epoch)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_tick_in(&self.pool, t).await
     }
 
     async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
@@ -581,7 +638,7 @@ impl TickStore for SqliteStore {
 }
 
 const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
-                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition";
+                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition, t.target_override";
 
 fn id_json(ids: &[TickId]) -> String {
     let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
@@ -681,6 +738,7 @@ impl RunStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        apply_effects(&mut tx, rec).await?;
         tx.commit().await?;
         Ok(())
     }

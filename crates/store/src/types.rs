@@ -86,6 +86,19 @@ pub struct AttemptRecord {
     /// While the run goes on in this worker: until when it is leased to it (see
     /// [`crate::RunStore::begin_run`]).
     pub lease_until: Option<Timestamp>,
+    /// What a final status does to the schedule, in the same transaction.
+    pub effects: Option<RunEffects>,
+}
+
+/// Consequences of a run's end for its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEffects {
+    /// The schedule.
+    pub schedule_id: ScheduleId,
+    /// Pause it after this many consecutive failed runs (0 = never). A success resets the count.
+    pub auto_pause_after: u32,
+    /// A `run.failed` notification tick to put in the outbox (its request is its own).
+    pub notification: Option<Box<cronhook_core::Tick>>,
 }
 
 /// Which runs to list.

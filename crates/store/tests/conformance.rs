@@ -128,6 +128,8 @@ fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
         shard: s.shard,
         epoch: 1,
         signing_secrets: Vec::new(),
+        failure_notification_url: None,
+        auto_pause_after_failures: 0,
     }
 }
 
@@ -321,6 +323,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
             finished_at: Some(ms(100_010)),
             park: false,
             lease_until: None,
+            effects: None,
         })
         .await
         .unwrap();
@@ -353,6 +356,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
             finished_at: None,
             park: false,
             lease_until: None,
+            effects: None,
         })
         .await
         .unwrap();
@@ -374,6 +378,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         finished_at: Some(ms(6_100)),
         park: false,
         lease_until: None,
+        effects: None,
     };
     st.runs.record_attempt(&rec).await.unwrap();
     st.runs.record_attempt(&rec).await.unwrap();
@@ -442,6 +447,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
                         finished_at: Some(ms(2)),
                         park: false,
                         lease_until: None,
+                        effects: None,
                     })
                     .await
                     .unwrap();
@@ -506,6 +512,7 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
         finished_at: None,
         park: true,
         lease_until: None,
+        effects: None,
     };
     st.runs.record_attempt(&park(1, 60_000)).await.unwrap();
     assert!(st.ticks.due_retries(&all, ms(59_999), ms(0), 10).await.unwrap().is_empty(), "not due yet");
@@ -549,6 +556,7 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
         finished_at: Some(ms(9_000)),
         park: false,
         lease_until: None,
+        effects: None,
     };
     st.runs.record_attempt(&finish(&ticks[0], done.id, 1)).await.unwrap();
     let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
@@ -628,6 +636,7 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
         finished_at: None,
         park: false,
         lease_until: Some(ms(40_000)),
+        effects: None,
     };
     st.runs.record_attempt(&rec).await.unwrap();
     assert!(st.ticks.stuck_runs(&all, ms(39_999), 10).await.unwrap().is_empty());

@@ -100,11 +100,8 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
             return Err(ApiError::invalid("schedule.overlap_policy", format!("unknown value {}", p.overlap_policy)));
         }
     };
-    if !p.failure_notification_url.is_empty() {
-        return Err(ApiError::unimplemented("schedule.failure_notification_url", "failure notification"));
-    }
-    if p.auto_pause_after_failures != 0 {
-        return Err(ApiError::unimplemented("schedule.auto_pause_after_failures", "auto-pause"));
+    if p.auto_pause_after_failures > 1000 {
+        return Err(ApiError::invalid("schedule.auto_pause_after_failures", "must be at most 1000 (0 = never)"));
     }
     Ok(NewSchedule {
         name: p.name.trim().to_owned(),
@@ -116,8 +113,8 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
         catchup_window_ms: dur(p.catchup_window.as_ref(), "schedule.catchup_window")?.unwrap_or(default_catchup_ms),
         jitter_ms: dur(p.jitter.as_ref(), "schedule.jitter")?.unwrap_or(0),
         labels: p.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        failure_notification_url: None,
-        auto_pause_after_failures: 0,
+        failure_notification_url: Some(p.failure_notification_url.trim().to_owned()).filter(|u| !u.is_empty()),
+        auto_pause_after_failures: p.auto_pause_after_failures,
         signing_secrets: Vec::new(),
     })
 }
@@ -260,6 +257,7 @@ fn trigger_to_proto(t: TriggerKind) -> pb::TriggerKind {
         TriggerKind::Scheduled => pb::TriggerKind::Scheduled,
         TriggerKind::Manual => pb::TriggerKind::Manual,
         TriggerKind::Backfill => pb::TriggerKind::Backfill,
+        TriggerKind::Notification => pb::TriggerKind::Notification,
     }
 }
 

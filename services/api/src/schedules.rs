@@ -60,7 +60,12 @@ impl Schedules {
     /// Refuses targets the SSRF guard would refuse anyway (internal names, blocked literals).
     fn check_destinations(&self, def: &cronhook_core::NewSchedule) -> ApiResult<()> {
         cronhook_delivery::ssrf::check_target(&def.target.url, &self.st.ssrf)
-            .map_err(|r| ApiError::invalid("schedule.target.url", r))
+            .map_err(|r| ApiError::invalid("schedule.target.url", r))?;
+        if let Some(u) = &def.failure_notification_url {
+            cronhook_delivery::ssrf::check_target(u, &self.st.ssrf)
+                .map_err(|r| ApiError::invalid("schedule.failure_notification_url", r))?;
+        }
+        Ok(())
     }
 
     fn compile(spec: &cronhook_core::ScheduleSpec) -> ApiResult<CompiledSpec> {
@@ -296,6 +301,8 @@ impl ScheduleService for Schedules {
             shard: s.shard,
             epoch: 0,
             signing_secrets: Vec::new(),
+            failure_notification_url: None,
+            auto_pause_after_failures: 0,
         };
         // Into the outbox: the shard's planner publishes it on its next pass.
         self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)?;

@@ -184,6 +184,12 @@ pub struct CreateArgs {
     /// Sign every request (Standard Webhooks); the secret is printed once.
     #[arg(long)]
     pub sign: bool,
+    /// Where a signed run.failed event goes when a run exhausts its retries.
+    #[arg(long)]
+    pub notify_url: Option<String>,
+    /// Pause the schedule after this many consecutive failed runs.
+    #[arg(long)]
+    pub auto_pause_after: Option<u32>,
 }
 
 async fn channel(conn: &Conn) -> anyhow::Result<Channel> {
@@ -280,6 +286,8 @@ fn schedule_arg(a: &CreateArgs) -> anyhow::Result<pb::Schedule> {
         catchup_window: a.catchup_window.as_deref().map(|t| duration_arg(t, "--catchup-window")).transpose()?,
         jitter: a.jitter.as_deref().map(|t| duration_arg(t, "--jitter")).transpose()?,
         labels,
+        failure_notification_url: a.notify_url.clone().unwrap_or_default(),
+        auto_pause_after_failures: a.auto_pause_after.unwrap_or(0),
         ..Default::default()
     })
 }

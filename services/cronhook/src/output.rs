@@ -59,6 +59,7 @@ fn trigger_name(v: i32) -> &'static str {
         Ok(pb::TriggerKind::Scheduled) => "scheduled",
         Ok(pb::TriggerKind::Manual) => "manual",
         Ok(pb::TriggerKind::Backfill) => "backfill",
+        Ok(pb::TriggerKind::Notification) => "notification",
         _ => "unknown",
     }
 }

@@ -1,12 +1,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronhook_core::{RunId, RunStatus, Tick, Timestamp};
+use cronhook_core::{
+    Header, HttpMethod, HttpTarget, RetryPolicy, RunId, RunStatus, Tick, TickId, Timestamp, TriggerKind,
+};
 use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_delivery::{HttpSender, SendResult, SenderConfig, Verdict, retry};
 use cronhook_queue::{Delivery, TickConsumer};
-use cronhook_store::{AttemptRecord, BeginRun, RunStore};
+use cronhook_store::{AttemptRecord, BeginRun, RunEffects, RunStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -170,6 +172,7 @@ impl Worker {
                 finished_at: status.is_final().then_some(now),
                 park,
                 lease_until: next_at.filter(|_| !park).map(|at| self.lease_from(tick, at)),
+                effects: effects(tick, run.id, status, &sent, now),
             };
             if self.store_retry("record attempt", waits, || self.runs.record_attempt(&rec)).await.is_none() {
                 return Stop::Abandon;
@@ -274,6 +277,59 @@ fn log_attempt(tick: &Tick, sent: &SendResult, status: RunStatus) {
             http_status = a.response_status, error = a.error_message.as_deref().unwrap_or(""),
             status = status.as_str(), "attempt failed"
         ),
+    }
+}
+
+/// What a final status does to the schedule: the auto-pause count and, for a failure, a
+/// `run.failed` notification. Notifications themselves have no effects (no recursion).
+fn effects(tick: &Tick, run: RunId, status: RunStatus, sent: &SendResult, now: Timestamp) -> Option<RunEffects> {
+    if !status.is_final() || tick.trigger == TriggerKind::Notification {
+        return None;
+    }
+    let notification = match (&tick.failure_notification_url, status) {
+        (Some(url), RunStatus::Failed) => Some(Box::new(notification_tick(tick, run, sent, url, now))),
+        _ => None,
+    };
+    Some(RunEffects { schedule_id: tick.schedule_id, auto_pause_after: tick.auto_pause_after_failures, notification })
+}
+
+/// The `run.failed` event of a failed run, as a tick of its own (id derived from the run,
+/// so a retried write records it once).
+fn notification_tick(tick: &Tick, run: RunId, sent: &SendResult, url: &str, now: Timestamp) -> Tick {
+    let a = &sent.attempt;
+    let body = serde_json::json!({
+        "type": "run.failed",
+        "schedule_id": tick.schedule_id.to_string(),
+        "run_id": run.to_string(),
+        "tick_id": tick.id.to_string(),
+        "nominal_time": tick.nominal_time.to_rfc3339(),
+        "attempts": a.number,
+        "http_status": a.response_status,
+        "error_code": a.error_code,
+        "error": a.error_message,
+    });
+    Tick {
+        id: TickId::manual(tick.schedule_id, *run.as_uuid()),
+        project_id: tick.project_id.clone(),
+        schedule_id: tick.schedule_id,
+        schedule_version: tick.schedule_version,
+        nominal_time: now,
+        fire_time: now,
+        trigger: TriggerKind::Notification,
+        target: HttpTarget {
+            url: url.to_owned(),
+            method: HttpMethod::Post,
+            headers: vec![Header { name: "Content-Type".into(), value: "application/json".into(), secret: false }],
+            body: body.to_string().into_bytes(),
+            timeout_ms: 10_000,
+            follow_redirects: false,
+        },
+        retry: RetryPolicy::default(),
+        shard: tick.shard,
+        epoch: 0,
+        signing_secrets: tick.signing_secrets.clone(),
+        failure_notification_url: None,
+        auto_pause_after_failures: 0,
     }
 }
 

@@ -121,6 +121,8 @@ async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usi
             shard: s.shard,
             epoch: 1,
             signing_secrets: s.def.signing_secrets.clone(),
+            failure_notification_url: s.def.failure_notification_url.clone(),
+            auto_pause_after_failures: s.def.auto_pause_after_failures,
         })
         .collect();
     let (publisher, consumer) = memory::channel(n.max(16));
@@ -130,11 +132,13 @@ async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usi
     publisher.publish(&ticks).await.unwrap();
     let runs = env.stores.runs.clone();
     let project = s.project_id.clone();
+    let ours: std::collections::HashSet<TickId> = ticks.iter().map(|t| t.id).collect();
     let done = wait_for("final runs", Duration::from_secs(60), || {
-        let (runs, project) = (runs.clone(), project.clone());
+        let (runs, project, ours) = (runs.clone(), project.clone(), ours.clone());
         async move {
             let list = runs.list_runs(&project, &RunFilter { limit: 1000, ..Default::default() }).await.ok()?;
-            let finals: Vec<Run> = list.into_iter().filter(|r| r.status.is_final()).collect();
+            let finals: Vec<Run> =
+                list.into_iter().filter(|r| r.status.is_final() && ours.contains(&r.tick_id)).collect();
             (finals.len() >= n).then_some(finals)
         }
     })
@@ -484,4 +488,72 @@ async fn a_worker_without_the_key_fails_clearly() {
     assert_eq!((run.status, run.attempt_count), (RunStatus::Failed, 1));
     assert_eq!(attempts[0].error_code.as_deref(), Some("secret_unavailable"));
     assert!(t.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_run_notifies_once_through_the_outbox() {
+    let failing = ScriptedTarget::start(vec![], Reply::status(404)).await.unwrap();
+    let notified = ScriptedTarget::start(vec![], Reply::status(500)).await.unwrap();
+    let mut e = env(target(failing.url("/job")), fast_retries(1)).await;
+    e.schedule.def.failure_notification_url = Some(notified.url("/alerts"));
+    let (run, _) = deliver(&e, cfg()).await;
+    assert_eq!(run.status, RunStatus::Failed);
+
+    // the run.failed event waits in the outbox, with its own request, for the planner
+    let all: Vec<u32> = (0..4).collect();
+    let outbox = e.stores.ticks.ticks_to_publish(&all, 10).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    let n = &outbox[0];
+    assert_eq!(n.trigger, TriggerKind::Notification);
+    assert_eq!(n.target.url, notified.url("/alerts"));
+    assert_eq!(n.failure_notification_url, None, "a notification never notifies");
+    let event: serde_json::Value = serde_json::from_slice(&n.target.body).unwrap();
+    assert_eq!(event["type"], "run.failed");
+    assert_eq!(event["run_id"], run.id.to_string());
+    assert_eq!(event["http_status"], 404);
+
+    // delivered through the same engine; its own failure notifies nobody
+    let (publisher, consumer) = memory::channel(4);
+    let cancel = CancellationToken::new();
+    let worker = Worker::with_sender(e.stores.runs.clone(), sender(), cfg(), Arc::new(Metrics::default())).unwrap();
+    let task = tokio::spawn(worker.run(consumer, cancel.clone()));
+    publisher.publish(&outbox).await.unwrap();
+    let runs = e.stores.runs.clone();
+    let project = e.schedule.project_id.clone();
+    wait_for("the notification run", Duration::from_secs(30), || {
+        let (runs, project) = (runs.clone(), project.clone());
+        async move {
+            let list = runs.list_runs(&project, &RunFilter { limit: 10, ..Default::default() }).await.ok()?;
+            list.iter().any(|r| r.trigger == TriggerKind::Notification && r.status.is_final()).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    cancel.cancel();
+    let _ = task.await;
+    assert_eq!(notified.seen().len(), 5, "retried like any delivery (default 5 attempts)");
+    assert_eq!(notified.seen()[0].path, "/alerts");
+    assert!(e.stores.ticks.ticks_to_publish(&all, 10).await.unwrap().is_empty(), "no notification of a notification");
+}
+
+#[tokio::test]
+async fn consecutive_failures_auto_pause_and_a_success_resets_the_count() {
+    let t = ScriptedTarget::start(vec![Reply::status(500), Reply::status(200)], Reply::status(500)).await.unwrap();
+    let mut e = env(target(t.url("/x")), fast_retries(1)).await;
+    e.schedule.def.auto_pause_after_failures = 2;
+    let state = |e: &Env| {
+        let (st, p, id) = (e.stores.clone(), e.schedule.project_id.clone(), e.schedule.id);
+        async move { st.schedules.get_schedule(&p, id).await.unwrap() }
+    };
+    // fail, succeed (resets), fail: still active
+    for _ in 0..3 {
+        deliver(&e, cfg()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // distinct nominal times
+    }
+    assert_eq!(state(&e).await.state, ScheduleState::Active, "a success in between resets the count");
+    // a second failure in a row: paused, with the reason
+    deliver(&e, cfg()).await;
+    let s = state(&e).await;
+    assert_eq!(s.state, ScheduleState::Paused);
+    assert!(s.state_reason.contains("2 consecutive failed runs"), "{}", s.state_reason);
 }

@@ -28,6 +28,8 @@ fn tick(url: String) -> Tick {
         shard: 0,
         epoch: 1,
         signing_secrets: Vec::new(),
+        failure_notification_url: None,
+        auto_pause_after_failures: 0,
     }
 }
 
