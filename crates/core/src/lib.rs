@@ -14,7 +14,7 @@ pub mod validate;
 
 pub use error::{ErrorKind, ValidationError};
 pub use ids::{ProjectId, RunId, ScheduleId, TickId};
-pub use run::{Attempt, RecordedHeader, Run, RunStatus};
+pub use run::{Attempt, AttemptTiming, RecordedHeader, Run, RunStatus};
 pub use schedule::{
     Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RetryPolicy, Schedule, ScheduleSpec, ScheduleState,
     SigningSecret, SpecKind,

@@ -130,4 +130,19 @@ pub struct Attempt {
     pub error_message: Option<String>,
     /// Send start minus nominal time.
     pub lateness_ms: i64,
+    /// Phases of the attempt, where measured.
+    #[serde(default)]
+    pub timing: AttemptTiming,
+}
+
+/// Phases of one attempt (milliseconds; `None` where not measured, e.g. DNS and connect on
+/// a reused connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptTiming {
+    /// DNS lookup.
+    pub dns_ms: Option<i64>,
+    /// TCP connect and TLS handshake, after DNS.
+    pub connect_ms: Option<i64>,
+    /// From the attempt's start to the response headers.
+    pub ttfb_ms: Option<i64>,
 }

@@ -13,6 +13,7 @@ pub mod seal;
 mod sender;
 pub mod signing;
 pub mod ssrf;
+mod timing;
 
 pub use classify::{NO_RETRY_HEADER, Verdict, classify};
 pub use sender::{HttpSender, SendResult, SenderConfig};

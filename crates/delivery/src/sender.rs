@@ -93,6 +93,7 @@ impl HttpSender {
                 .user_agent(user_agent())
                 // every name goes through the guard; a proxy would bypass it
                 .dns_resolver(resolver.clone())
+                .connector_layer(crate::timing::TimeConnect)
                 .no_proxy()
                 .build()
         };
@@ -178,6 +179,7 @@ impl HttpSender {
             error_code: None,
             error_message: None,
             lateness_ms: started_at.millis_since(tick.nominal_time),
+            timing: Default::default(),
         };
         let fail = |mut attempt: Attempt, code: &str, msg: String| {
             attempt.error_code = Some(code.into());
@@ -232,7 +234,9 @@ impl HttpSender {
             None => None,
         };
         let clock = Instant::now();
-        let result = match req.send().await {
+        let (sent, phases) = crate::timing::measured(req.send()).await;
+        let ttfb_ms = sent.is_ok().then(|| clock.elapsed().as_millis() as i64);
+        let result = match sent {
             Ok(resp) => self.read_response(resp, &mut attempt).await,
             Err(e) => {
                 let (code, msg) = describe(&e);
@@ -248,6 +252,7 @@ impl HttpSender {
         };
         let mut result = result;
         result.attempt.duration_ms = clock.elapsed().as_millis() as i64;
+        result.attempt.timing = crate::timing::timing(phases, ttfb_ms);
         result
     }
 

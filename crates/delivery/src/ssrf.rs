@@ -247,11 +247,14 @@ impl Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         let policy = self.policy.clone();
         let lookup = self.lookup.clone();
+        let slot = crate::timing::slot();
         Box::pin(async move {
             if let Some(why) = policy.refuse_host(&host) {
                 return Err(Box::new(Blocked(why)) as Box<dyn std::error::Error + Send + Sync>);
             }
+            let start = std::time::Instant::now();
             let addrs: Vec<SocketAddr> = lookup.lookup(host.clone()).await?.collect();
+            crate::timing::record_dns(&slot, start);
             if policy.host_allowed(&host) {
                 return Ok(Box::new(addrs.into_iter()) as Addrs);
             }

@@ -123,6 +123,9 @@ fn attempt_row(r: &PgRow) -> Result<Attempt> {
         error_code: r.try_get("error_code")?,
         error_message: r.try_get("error_message")?,
         lateness_ms: r.try_get("lateness_ms")?,
+        dns_ms: r.try_get("dns_ms")?,
+        connect_ms: r.try_get("connect_ms")?,
+        ttfb_ms: r.try_get("ttfb_ms")?,
     }
     .into_domain()
 }
@@ -730,9 +733,9 @@ impl RunStore for PgStore {
         sqlx::query(
             "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
              request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17) \
-             ON CONFLICT (run_id, number) DO NOTHING",
+             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18, $19, \
+             $20) ON CONFLICT (run_id, number) DO NOTHING",
         )
         .bind(rec.project_id.as_str())
         .bind(a.run_id.as_uuid())
@@ -751,6 +754,9 @@ impl RunStore for PgStore {
         .bind(&a.error_code)
         .bind(&a.error_message)
         .bind(a.lateness_ms)
+        .bind(a.timing.dns_ms)
+        .bind(a.timing.connect_ms)
+        .bind(a.timing.ttfb_ms)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -807,11 +813,12 @@ impl RunStore for PgStore {
         sqlx::query(
             "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
              request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms) \
-             SELECT p, r, n, s, d, m, u, rh::jsonb, bs, sha, st, sh::jsonb, b, tr, ec, em, l FROM UNNEST(\
+             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+             SELECT p, r, n, s, d, m, u, rh::jsonb, bs, sha, st, sh::jsonb, b, tr, ec, em, l, dn, cn, tf FROM UNNEST(\
              $1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
              $9::bigint[], $10::text[], $11::int[], $12::text[], $13::bytea[], $14::bool[], $15::text[], $16::text[], \
-             $17::bigint[]) AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l) \
+             $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[]) \
+             AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l, dn, cn, tf) \
              ON CONFLICT (run_id, number) DO NOTHING",
         )
         .bind(recs.iter().map(|r| r.project_id.to_string()).collect::<Vec<_>>())
@@ -831,6 +838,9 @@ impl RunStore for PgStore {
         .bind(atts.iter().map(|x| x.error_code.clone()).collect::<Vec<_>>())
         .bind(atts.iter().map(|x| x.error_message.clone()).collect::<Vec<_>>())
         .bind(atts.iter().map(|x| x.lateness_ms).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.timing.dns_ms).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.timing.connect_ms).collect::<Vec<_>>())
+        .bind(atts.iter().map(|x| x.timing.ttfb_ms).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -896,7 +906,7 @@ impl RunStore for PgStore {
         let attempts = sqlx::query(
             "SELECT run_id, number, started_at, duration_ms, method, url, request_headers::text AS request_headers, \
              request_body_size, request_body_sha256, response_status, response_headers::text AS response_headers, \
-             response_body, response_body_truncated, error_code, error_message, lateness_ms \
+             response_body, response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms \
              FROM attempts WHERE run_id = $1 ORDER BY number",
         )
         .bind(id.as_uuid())

@@ -176,6 +176,9 @@ pub(crate) struct AttemptRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub lateness_ms: i64,
+    pub dns_ms: Option<i64>,
+    pub connect_ms: Option<i64>,
+    pub ttfb_ms: Option<i64>,
 }
 
 impl AttemptRow {
@@ -197,6 +200,11 @@ impl AttemptRow {
             error_code: self.error_code,
             error_message: self.error_message,
             lateness_ms: self.lateness_ms,
+            timing: cronhook_core::AttemptTiming {
+                dns_ms: self.dns_ms,
+                connect_ms: self.connect_ms,
+                ttfb_ms: self.ttfb_ms,
+            },
         })
     }
 }

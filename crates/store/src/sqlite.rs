@@ -125,6 +125,9 @@ fn attempt_row(r: &SqliteRow) -> Result<Attempt> {
         error_code: r.try_get("error_code")?,
         error_message: r.try_get("error_message")?,
         lateness_ms: r.try_get("lateness_ms")?,
+        dns_ms: r.try_get("dns_ms")?,
+        connect_ms: r.try_get("connect_ms")?,
+        ttfb_ms: r.try_get("ttfb_ms")?,
     }
     .into_domain()
 }
@@ -690,8 +693,8 @@ impl RunStore for SqliteStore {
         sqlx::query(
             "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
              request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
              ON CONFLICT (run_id, number) DO NOTHING",
         )
         .bind(rec.project_id.as_str())
@@ -711,6 +714,9 @@ impl RunStore for SqliteStore {
         .bind(&a.error_code)
         .bind(&a.error_message)
         .bind(a.lateness_ms)
+        .bind(a.timing.dns_ms)
+        .bind(a.timing.connect_ms)
+        .bind(a.timing.ttfb_ms)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -767,7 +773,7 @@ impl RunStore for SqliteStore {
         let attempts = sqlx::query(
             "SELECT run_id, number, started_at, duration_ms, method, url, request_headers, request_body_size, \
              request_body_sha256, response_status, response_headers, response_body, response_body_truncated, \
-             error_code, error_message, lateness_ms FROM attempts WHERE run_id = ?1 ORDER BY number",
+             error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms FROM attempts WHERE run_id = ?1 ORDER BY number",
         )
         .bind(id.to_string())
         .fetch_all(&self.pool)

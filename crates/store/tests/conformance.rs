@@ -172,6 +172,7 @@ fn attempt(run: RunId, n: u32, status: Option<u16>) -> Attempt {
         error_code: status.is_none().then(|| "connect".to_owned()),
         error_message: status.is_none().then(|| "connection refused".to_owned()),
         lateness_ms: 3,
+        timing: cronhook_core::AttemptTiming { dns_ms: Some(1), connect_ms: Some(2), ttfb_ms: status.map(|_| 9) },
     }
 }
 

@@ -285,7 +285,13 @@ fn attempt_to_proto(a: &Attempt) -> pb::Attempt {
         }),
         error_code: a.error_code.clone().unwrap_or_default(),
         error_message: a.error_message.clone().unwrap_or_default(),
-        timing: Some(pb::AttemptTiming { total: Some(duration_ms(a.duration_ms)), ..Default::default() }),
+        timing: Some(pb::AttemptTiming {
+            dns: a.timing.dns_ms.map(duration_ms),
+            connect: a.timing.connect_ms.map(duration_ms),
+            tls: None, // measured together with connect
+            time_to_first_byte: a.timing.ttfb_ms.map(duration_ms),
+            total: Some(duration_ms(a.duration_ms)),
+        }),
         lateness: Some(duration_ms(a.lateness_ms)),
     }
 }

@@ -138,6 +138,12 @@ fn run_json(r: &pb::Run) -> Value {
             "start_time": ts(a.start_time.as_ref()),
             "duration_ms": ms(a.duration.as_ref()),
             "lateness_ms": ms(a.lateness.as_ref()),
+            "timing": a.timing.as_ref().map(|t| json!({
+                "dns_ms": ms(t.dns.as_ref()),
+                "connect_ms": ms(t.connect.as_ref()),
+                "ttfb_ms": ms(t.time_to_first_byte.as_ref()),
+                "total_ms": ms(t.total.as_ref()),
+            })),
             "request": a.request.as_ref().map(|q| json!({
                 "method": q.method, "url": q.url, "headers": headers_json(&q.headers),
                 "body_size": q.body_size, "body_sha256": q.body_sha256,
@@ -321,6 +327,15 @@ pub fn run(out: Output, r: &pb::Run) -> anyhow::Result<()> {
                         format!(" error {}: {}", a.error_code, a.error_message)
                     }
                 );
+                if let Some(t) = &a.timing {
+                    outln!(
+                        "  timing: dns {} | connect+tls {} | first byte {} | total {}",
+                        ms_text(t.dns.as_ref()),
+                        ms_text(t.connect.as_ref()),
+                        ms_text(t.time_to_first_byte.as_ref()),
+                        ms_text(t.total.as_ref())
+                    );
+                }
                 if let Some(q) = &a.request {
                     outln!("  > {} {}", q.method, q.url);
                     for h in &q.headers {

@@ -557,3 +557,18 @@ async fn consecutive_failures_auto_pause_and_a_success_resets_the_count() {
     assert_eq!(s.state, ScheduleState::Paused);
     assert!(s.state_reason.contains("2 consecutive failed runs"), "{}", s.state_reason);
 }
+
+#[tokio::test]
+async fn attempts_record_their_phases() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200).delay(Duration::from_millis(150))).await.unwrap();
+    let lookup = scripted(t.port(), &[&["127.0.0.1"]]);
+    let e = env(target(format!("http://timed.example.test:{}/x", t.port())), fast_retries(1)).await;
+    let (run, attempts) = deliver_with(&e, cfg(), SenderConfig { lookup, ..sender() }).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let tm = attempts[0].timing;
+    println!("phases: {tm:?}, total {} ms", attempts[0].duration_ms);
+    assert!(tm.dns_ms.is_some(), "a lookup happened: {tm:?}");
+    assert!(tm.connect_ms.is_some(), "a new connection: {tm:?}");
+    let ttfb = tm.ttfb_ms.unwrap();
+    assert!(ttfb >= 150 && ttfb <= attempts[0].duration_ms, "headers after the 150 ms delay, before the end: {tm:?}");
+}
