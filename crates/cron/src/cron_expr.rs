@@ -18,6 +18,10 @@ pub struct CronExpr {
     /// Bit `s` set when second `s` (0-59) matches.
     seconds: u64,
     minutes: saffron::Cron,
+    /// The hour field is `*` or a step: such expressions fire on every real instant that
+    /// matches, both copies of a repeated (DST) hour included, and skip wall times that
+    /// do not exist; fixed-hour expressions fire once (see `spec.rs`).
+    hour_wildcard: bool,
 }
 
 impl CronExpr {
@@ -46,11 +50,18 @@ impl CronExpr {
         if !minutes.any() {
             return Err("never matches any date (e.g. 30 February)".into());
         }
-        Ok(Self { seconds, minutes })
+        let hour_wildcard = rest[1].contains('*') || rest[1].contains('/');
+        Ok(Self { seconds, minutes, hour_wildcard })
+    }
+
+    /// Returns whether the hour field is `*` or a step.
+    pub fn hour_wildcard(&self) -> bool {
+        self.hour_wildcard
     }
 
     /// Returns the first matching instant strictly after `t`, or `None` if there is none
-    /// before chrono's last representable year.
+    /// before chrono's last representable year. Instants here are wall times read as UTC;
+    /// time zones are applied by `CompiledSpec`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let dt = t.to_chrono()?;
         let minute = dt.with_nanosecond(0)?.with_second(0)?;

@@ -1,3 +1,5 @@
+use chrono::{Offset, TimeZone};
+use chrono_tz::Tz;
 use cronhook_core::{ScheduleSpec, SpecKind, Timestamp, ValidationError};
 
 use crate::CronExpr;
@@ -8,7 +10,7 @@ const YEAR_MS: i64 = 366 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone)]
 enum Rule {
-    Cron(CronExpr),
+    Cron(CronExpr, Tz),
     Interval { every_ms: i64, offset_ms: i64 },
     At(Timestamp),
 }
@@ -20,6 +22,7 @@ enum Rule {
 #[derive(Debug, Clone)]
 pub struct CompiledSpec {
     rule: Rule,
+    tz: Tz,
     start: Option<Timestamp>,
     end: Option<Timestamp>,
 }
@@ -27,18 +30,10 @@ pub struct CompiledSpec {
 impl CompiledSpec {
     /// Validates and compiles a spec. Field paths start at `spec.`.
     pub fn compile(spec: &ScheduleSpec) -> Result<Self, ValidationError> {
-        if !spec.time_zone.is_empty() && spec.time_zone != "UTC" && spec.time_zone != "Etc/UTC" {
-            return Err(ValidationError::new(
-                "spec.time_zone",
-                format!(
-                    "{:?}: only UTC is supported in this release (time zones with DST rules are coming)",
-                    spec.time_zone
-                ),
-            ));
-        }
+        let tz = parse_zone(&spec.time_zone)?;
         let rule = match &spec.kind {
             SpecKind::Cron(expr) => {
-                Rule::Cron(CronExpr::parse(expr).map_err(|r| ValidationError::new("spec.cron", r))?)
+                Rule::Cron(CronExpr::parse(expr).map_err(|r| ValidationError::new("spec.cron", r))?, tz)
             }
             SpecKind::Interval { every_ms, offset_ms } => {
                 if *every_ms < 1000 {
@@ -65,7 +60,7 @@ impl CompiledSpec {
         {
             return Err(ValidationError::new("spec.end_time", "must be after start_time"));
         }
-        Ok(Self { rule, start: spec.start, end: spec.end })
+        Ok(Self { rule, tz, start: spec.start, end: spec.end })
     }
 
     /// Returns the first fire time strictly after `t`, or `None` when the spec has no more
@@ -76,7 +71,7 @@ impl CompiledSpec {
             _ => t,
         };
         let next = match &self.rule {
-            Rule::Cron(c) => c.next_after(from)?,
+            Rule::Cron(c, tz) => zoned_next_after(c, *tz, from)?.0,
             Rule::Interval { every_ms, offset_ms } => {
                 let k = (from.as_millis() - offset_ms).div_euclid(*every_ms) + 1;
                 Timestamp::from_millis(k.checked_mul(*every_ms)?.checked_add(*offset_ms)?)
@@ -130,6 +125,144 @@ impl CompiledSpec {
     /// Returns whether `t` is one of the spec's fire times.
     pub fn matches(&self, t: Timestamp) -> bool {
         self.first_at_or_after(t) == Some(t)
+    }
+}
+
+/// Parses an IANA zone name (case-insensitive; empty = UTC).
+pub fn parse_zone(name: &str) -> Result<Tz, ValidationError> {
+    let n = name.trim();
+    if n.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    Tz::from_str_insensitive(n).map_err(|_| {
+        ValidationError::new(
+            "spec.time_zone",
+            format!("{n:?} is not an IANA time zone (e.g. Europe/Berlin, America/New_York)"),
+        )
+    })
+}
+
+impl CompiledSpec {
+    /// Returns the spec's time zone.
+    pub fn zone(&self) -> Tz {
+        self.tz
+    }
+
+    /// Returns how the DST policy moved fire time `t` (found by [`CompiledSpec::next_after`]),
+    /// if it did: a wall time in a gap fired at the gap's end, or one of a repeated hour.
+    pub fn dst_note(&self, t: Timestamp) -> Option<String> {
+        let Rule::Cron(c, tz) = &self.rule else { return None };
+        zoned_next_after(c, *tz, t.add_millis(-1)).and_then(|(at, note)| (at == t).then_some(note).flatten())
+    }
+
+    /// Formats `t` as wall time in the spec's zone (RFC 3339 with the offset).
+    pub fn local_time(&self, t: Timestamp) -> String {
+        match t.to_chrono() {
+            Some(dt) => dt.with_timezone(&self.tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            None => t.to_rfc3339(),
+        }
+    }
+}
+
+fn offset_s(tz: Tz, t: Timestamp) -> i64 {
+    t.to_chrono().map_or(0, |dt| i64::from(tz.offset_from_utc_datetime(&dt.naive_utc()).fix().local_minus_utc()))
+}
+
+/// Returns the first instant after `from` (and at most `until`) whose UTC offset differs
+/// from the offset at `from`: a DST (or zone rule) transition. Offsets are sampled every 6 h
+/// (transitions are further apart than that in the tz database), then bisected to the second.
+fn next_transition(tz: Tz, from: Timestamp, until: Timestamp) -> Option<Timestamp> {
+    const STEP: i64 = 6 * 3600 * 1000;
+    let o = offset_s(tz, from);
+    let mut lo = from;
+    while lo < until {
+        let hi = lo.add_millis(STEP).min(until);
+        if offset_s(tz, hi) != o {
+            // bisect on whole seconds: transitions happen on them
+            let (mut a, mut b) = (lo.as_millis().div_euclid(1000), (hi.as_millis() + 999).div_euclid(1000));
+            while b - a > 1 {
+                let m = a + (b - a) / 2;
+                if offset_s(tz, Timestamp::from_millis(m * 1000)) == o { a = m } else { b = m }
+            }
+            let b = Timestamp::from_millis(b * 1000);
+            return Some(b);
+        }
+        lo = hi;
+    }
+    None
+}
+
+/// Cron in a time zone. Wall times are matched by `CronExpr` (instants read as UTC wall
+/// clocks); this walks segments of constant UTC offset between transitions:
+/// - a wall time inside a spring-forward gap does not exist: fixed-hour expressions fire at
+///   the first instant after the gap (02:30 -> 03:00 in New York), hour-wildcard ones skip it;
+/// - a wall time repeated by a fall-back fires once, at its first occurrence, for fixed-hour
+///   expressions; hour-wildcard ones fire on both copies (every real instant that matches).
+///
+/// Returns the instant and, when the DST policy applied, a note saying how.
+fn zoned_next_after(c: &CronExpr, tz: Tz, t: Timestamp) -> Option<(Timestamp, Option<String>)> {
+    if tz == Tz::UTC {
+        return c.next_after(t).map(|n| (n, None));
+    }
+    let mut seg = t; // instant where the current segment starts
+    let mut wall = t.add_millis(offset_s(tz, t) * 1000);
+    let mut inclusive = false;
+    let horizon = t.add_millis(MAX_SEARCH_YEARS * YEAR_MS);
+    while seg < horizon {
+        let o = offset_s(tz, seg) * 1000;
+        let cand = if inclusive { c.next_after(wall.add_millis(-1)) } else { c.next_after(wall) };
+        let cand_instant = cand.map(|w| w.add_millis(-o));
+        let limit = cand_instant.unwrap_or(horizon).min(horizon);
+        match next_transition(tz, seg, limit) {
+            None => {
+                let at = cand_instant?;
+                let note = repeated_note(tz, at, c.hour_wildcard());
+                return Some((at, note));
+            }
+            Some(tr) => {
+                let o2 = offset_s(tz, tr) * 1000;
+                let (end_wall, new_wall) = (tr.add_millis(o), tr.add_millis(o2));
+                if o2 > o {
+                    // spring forward: wall times [end_wall, new_wall) do not exist
+                    if !c.hour_wildcard()
+                        && let Some(m) = c.next_after(end_wall.add_millis(-1)).filter(|m| *m < new_wall)
+                    {
+                        let note =
+                            format!("{} does not exist (DST gap): fired at {}", wall_text(m), wall_text(new_wall));
+                        return Some((tr, Some(note)));
+                    }
+                    wall = new_wall;
+                } else {
+                    // fall back: wall times [new_wall, end_wall) happen again
+                    wall = if c.hour_wildcard() { new_wall } else { end_wall };
+                }
+                inclusive = true;
+                seg = tr;
+            }
+        }
+    }
+    None
+}
+
+fn wall_text(w: Timestamp) -> String {
+    w.to_chrono().map_or_else(|| w.to_rfc3339(), |d| d.format("%H:%M").to_string())
+}
+
+/// Notes a fire time whose wall time is repeated by a fall-back.
+fn repeated_note(tz: Tz, at: Timestamp, wildcard: bool) -> Option<String> {
+    let naive = at.to_chrono()?.with_timezone(&tz).naive_local();
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Ambiguous(first, _) => {
+            let is_first = Timestamp::from_chrono(first.with_timezone(&chrono::Utc)) == at;
+            Some(match (is_first, wildcard) {
+                (true, false) => {
+                    format!("{} occurs twice (DST fall back): fired at its first occurrence", naive.format("%H:%M"))
+                }
+                (true, true) => format!("{} occurs twice (DST fall back): first occurrence", naive.format("%H:%M")),
+                (false, _) => format!("{} occurs twice (DST fall back): second occurrence", naive.format("%H:%M")),
+            })
+        }
+        _ => None,
     }
 }
 

@@ -362,7 +362,11 @@ impl ScheduleService for Schedules {
         Ok(Response::new(pb::PreviewScheduleResponse {
             fire_times: times
                 .into_iter()
-                .map(|t| pb::FireTime { time: Some(timestamp(t)), local_time: t.to_rfc3339(), dst_note: String::new() })
+                .map(|t| pb::FireTime {
+                    time: Some(timestamp(t)),
+                    local_time: compiled.local_time(t),
+                    dst_note: compiled.dst_note(t).unwrap_or_default(),
+                })
                 .collect(),
         }))
     }

@@ -359,3 +359,27 @@ async fn secrets_need_a_key() {
         e.message()
     );
 }
+
+#[tokio::test]
+async fn preview_shows_local_times_and_dst_notes() {
+    let mut api = start().await;
+    let p = api
+        .s
+        .preview_schedule(pb::PreviewScheduleRequest {
+            spec: Some(pb::ScheduleSpec {
+                kind: Some(pb::schedule_spec::Kind::Cron("30 2 * * *".into())),
+                time_zone: "America/New_York".into(),
+                ..Default::default()
+            }),
+            count: 2,
+            after: Some(prost_types::Timestamp { seconds: 1_772_884_800, nanos: 0 }), // 2026-03-07T12:00Z
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let notes: Vec<&str> = p.fire_times.iter().map(|f| f.dst_note.as_str()).collect();
+    let locals: Vec<&str> = p.fire_times.iter().map(|f| f.local_time.as_str()).collect();
+    println!("{locals:?} {notes:?}");
+    assert!(locals.iter().all(|l| l.ends_with("-04:00") || l.ends_with("-05:00")), "{locals:?}");
+    assert!(notes.contains(&"02:30 does not exist (DST gap): fired at 03:00"), "{notes:?}");
+}

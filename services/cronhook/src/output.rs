@@ -266,10 +266,16 @@ pub fn schedule(out: Output, s: &pb::Schedule) -> anyhow::Result<()> {
 /// Output of `schedules preview`.
 pub fn preview(out: Output, r: &pb::PreviewScheduleResponse) -> anyhow::Result<()> {
     match out {
-        Output::Json => print_json(&Value::Array(r.fire_times.iter().map(|f| ts(f.time.as_ref())).collect())),
+        Output::Json => print_json(&Value::Array(
+            r.fire_times
+                .iter()
+                .map(|f| json!({"time": ts(f.time.as_ref()), "local_time": f.local_time, "dst_note": f.dst_note}))
+                .collect(),
+        )),
         Output::Table => {
             for f in &r.fire_times {
-                outln!("{}", ts_text(f.time.as_ref()));
+                let note = if f.dst_note.is_empty() { String::new() } else { format!("  ({})", f.dst_note) };
+                outln!("{}  {}{note}", ts_text(f.time.as_ref()), f.local_time);
             }
             Ok(())
         }
