@@ -16,7 +16,7 @@ fn vendored_protoc() -> Option<PathBuf> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["schedule.proto", "run.proto", "tick.proto"].map(|f| root.join("cronhook/v1").join(f));
+    let files = ["schedule.proto", "run.proto", "tick.proto", "ledger.proto"].map(|f| root.join("cronhook/v1").join(f));
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut prost = tonic_prost_build::Config::new();
     if let Some(p) = vendored_protoc() {

@@ -19,5 +19,5 @@ pub use schedule::{
     Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, RetryPolicy, Schedule, ScheduleSpec, ScheduleState,
     SigningSecret, SpecKind,
 };
-pub use tick::{Tick, TickState, TriggerKind};
+pub use tick::{LedgerEntry, Tick, TickState, TriggerKind};
 pub use time::Timestamp;

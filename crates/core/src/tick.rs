@@ -128,3 +128,26 @@ pub struct Tick {
     #[serde(default)]
     pub auto_pause_after_failures: u32,
 }
+
+/// One row of the tick ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The tick.
+    pub id: TickId,
+    /// Its schedule.
+    pub schedule_id: ScheduleId,
+    /// Nominal fire time.
+    pub nominal_time: Timestamp,
+    /// Nominal time plus jitter.
+    pub fire_time: Timestamp,
+    /// Where it stands.
+    pub state: TickState,
+    /// Why, for skipped / missed / cancelled ticks.
+    pub reason: Option<String>,
+    /// Why it exists.
+    pub trigger: TriggerKind,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+    /// When its state last changed.
+    pub updated_at: Timestamp,
+}

@@ -23,6 +23,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
     AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunEffects, RunFilter, ShardLease,
+    TickFilter,
 };
 
 /// Schedules as the API reads and writes them.
@@ -62,6 +63,13 @@ pub trait TickStore: Send + Sync + 'static {
     /// Returns the cluster's fixed shard count (stored, so every node agrees).
     async fn shard_count(&self) -> Result<u32>;
 
+    /// Returns ledger rows of `project` matching `filter`, newest nominal time first.
+    async fn list_ticks(&self, project: &ProjectId, filter: &TickFilter) -> Result<Vec<cronhook_core::LedgerEntry>>;
+
+    /// Deletes, in one batch of at most `limit` rows per table, final ledger rows, ended
+    /// runs and their attempts older than `cutoff`; returns how many rows went.
+    async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64>;
+
     /// Returns every shard's recorded owner and epoch, in shard order.
     async fn shard_leases(&self) -> Result<Vec<ShardLease>>;
 
@@ -82,8 +90,9 @@ pub trait TickStore: Send + Sync + 'static {
     /// changed meanwhile are left alone (they are re-planned from their new state).
     async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome>;
 
-    /// Records a tick outside any plan (a manual trigger) in state `planned`.
-    async fn insert_tick(&self, tick: &Tick) -> Result<()>;
+    /// Records a tick outside any plan (a manual trigger, a backfill) in state `planned`;
+    /// returns `false` when a tick with its id exists already (nothing changes).
+    async fn insert_tick(&self, tick: &Tick) -> Result<bool>;
 
     /// Returns up to `limit` ticks of `shards` in state `planned` (the outbox), oldest first,
     /// rebuilt with their schedule's current request.

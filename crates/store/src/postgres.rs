@@ -12,12 +12,12 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, last_error, safe, stale_etag, tick_state_for,
-    to_json,
+    AttemptRow, LedgerRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, last_error, safe, stale_etag,
+    tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
-    ShardLease, TickStore,
+    ShardLease, TickFilter, TickStore,
 };
 
 /// Stores everything in Postgres.
@@ -135,12 +135,12 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
-async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<()> {
+async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
         _ => None,
     };
-    sqlx::query(
+    let res = sqlx::query(
         "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
          shard, epoch, state, created_at, updated_at, target_override) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now(), $10::jsonb) ON CONFLICT (id) DO NOTHING",
@@ -157,7 +157,7 @@ async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<()
     .bind(target_override)
     .execute(e)
     .await?;
-    Ok(())
+    Ok(res.rows_affected() == 1)
 }
 
 /// Applies a final run's consequences to its schedule (auto-pause count, notification).
@@ -454,6 +454,68 @@ impl TickStore for PgStore {
         v.parse().map_err(|_| corrupt("cluster_settings.shard_count", &v))
     }
 
+    async fn list_ticks(&self, project: &ProjectId, f: &TickFilter) -> Result<Vec<cronhook_core::LedgerEntry>> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, schedule_id, nominal_time, fire_time, state, reason, trigger, created_at, updated_at \
+             FROM ticks WHERE project_id = ",
+        );
+        qb.push_bind(project.as_str());
+        if let Some(s) = f.schedule_id {
+            qb.push(" AND schedule_id = ").push_bind(*s.as_uuid());
+        }
+        if !f.states.is_empty() {
+            let st: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
+            qb.push(" AND state = ANY(").push_bind(st).push(")");
+        }
+        if let Some(t) = f.from {
+            qb.push(" AND nominal_time >= ").push_bind(dt(t));
+        }
+        if let Some(t) = f.to {
+            qb.push(" AND nominal_time < ").push_bind(dt(t));
+        }
+        if let Some((t, id)) = f.before {
+            qb.push(" AND (nominal_time, id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
+        }
+        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                LedgerRow {
+                    id: r.try_get("id")?,
+                    schedule_id: r.try_get("schedule_id")?,
+                    nominal_time: ms(r, "nominal_time")?,
+                    fire_time: ms(r, "fire_time")?,
+                    state: r.try_get("state")?,
+                    reason: r.try_get("reason")?,
+                    trigger: r.try_get("trigger")?,
+                    created_at: ms(r, "created_at")?,
+                    updated_at: ms(r, "updated_at")?,
+                }
+                .into_domain()
+            })
+            .collect()
+    }
+
+    async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
+        // attempts go with their runs (ON DELETE CASCADE); ticks only once their run is gone
+        let runs = sqlx::query("DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < $1 LIMIT $2)")
+            .bind(dt(cutoff))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let ticks = sqlx::query(
+            "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE state NOT IN ('planned', 'published') \
+             AND updated_at < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)",
+        )
+        .bind(dt(cutoff))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(runs + ticks)
+    }
+
     async fn shard_leases(&self) -> Result<Vec<ShardLease>> {
         let rows = sqlx::query("SELECT shard, epoch, owner, claimed_at FROM shard_leases ORDER BY shard")
             .fetch_all(&self.pool)
@@ -489,7 +551,7 @@ impl TickStore for PgStore {
 
     async fn due_schedules(&self, shards: &[u32], horizon: Timestamp, limit: u32) -> Result<Vec<Schedule>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {SCHEDULE_COLS} FROM schedules WHERE state = 'active' AND shard = ANY($1) \
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE state IN ('active', 'paused') AND shard = ANY($1) \
              AND next_fire_at <= $2 ORDER BY next_fire_at LIMIT $3"
         )))
         .bind(shard_list(shards))
@@ -520,7 +582,7 @@ impl TickStore for PgStore {
                 "UPDATE schedules SET next_fire_at = $4, runs_left = $5, \
                  state = CASE WHEN $4 IS NULL THEN 'completed' ELSE state END, \
                  state_reason = CASE WHEN $4 IS NULL THEN 'no more fire times' ELSE state_reason END \
-                 WHERE project_id = $1 AND id = $2 AND version = $3 AND next_fire_at = $6 AND state = 'active'",
+                 WHERE project_id = $1 AND id = $2 AND version = $3 AND next_fire_at = $6 AND state IN ('active', 'paused')",
             )
             .bind(p.project_id.as_str())
             .bind(p.schedule_id.as_uuid())
@@ -570,7 +632,7 @@ impl TickStore for PgStore {
         Ok(out)
     }
 
-    async fn insert_tick(&self, t: &Tick) -> Result<()> {
+    async fn insert_tick(&self, t: &Tick) -> Result<bool> {
         insert_tick_in(&self.pool, t).await
     }
 

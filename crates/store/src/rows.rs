@@ -239,3 +239,32 @@ pub(crate) fn last_error(a: &Attempt) -> Option<String> {
 pub(crate) fn auto_pause_reason(n: u32) -> String {
     format!("auto-paused after {n} consecutive failed runs; resume to try again")
 }
+
+/// A ticks row as a ledger entry.
+pub(crate) struct LedgerRow {
+    pub id: Uuid,
+    pub schedule_id: Uuid,
+    pub nominal_time: i64,
+    pub fire_time: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub trigger: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl LedgerRow {
+    pub(crate) fn into_domain(self) -> Result<cronhook_core::LedgerEntry> {
+        Ok(cronhook_core::LedgerEntry {
+            id: TickId::from_uuid(self.id),
+            schedule_id: ScheduleId::from_uuid(self.schedule_id),
+            nominal_time: ts(self.nominal_time),
+            fire_time: ts(self.fire_time),
+            state: cronhook_core::TickState::parse(&self.state).ok_or_else(|| corrupt("ticks.state", &self.state))?,
+            reason: self.reason,
+            trigger: TriggerKind::parse(&self.trigger).ok_or_else(|| corrupt("ticks.trigger", &self.trigger))?,
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+        })
+    }
+}

@@ -16,12 +16,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, i64_opt, last_error, safe, stale_etag,
-    tick_state_for, to_json,
+    AttemptRow, LedgerRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, i64_opt, last_error, safe,
+    stale_etag, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
-    ShardLease, TickStore,
+    ShardLease, TickFilter, TickStore,
 };
 
 /// Stores everything in one SQLite file.
@@ -137,13 +137,13 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
-async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Result<()> {
+async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
         _ => None,
     };
     let now = Timestamp::now().as_millis();
-    sqlx::query(
+    let res = sqlx::query(
         "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
          shard, epoch, state, created_at, updated_at, target_override) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11) ON CONFLICT (id) DO NOTHING",
@@ -161,7 +161,7 @@ async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Resul
     .bind(target_override)
     .execute(e)
     .await?;
-    Ok(())
+    Ok(res.rows_affected() == 1)
 }
 
 /// Applies a final run's consequences to its schedule (auto-pause count, notification).
@@ -405,6 +405,77 @@ impl TickStore for SqliteStore {
         v.parse().map_err(|_| corrupt("cluster_settings.shard_count", &v))
     }
 
+    async fn list_ticks(&self, project: &ProjectId, f: &TickFilter) -> Result<Vec<cronhook_core::LedgerEntry>> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, schedule_id, nominal_time, fire_time, state, reason, trigger, created_at, updated_at \
+             FROM ticks WHERE project_id = ",
+        );
+        qb.push_bind(project.as_str());
+        if let Some(s) = f.schedule_id {
+            qb.push(" AND schedule_id = ").push_bind(s.to_string());
+        }
+        if !f.states.is_empty() {
+            qb.push(" AND state IN (");
+            let mut sep = qb.separated(", ");
+            for s in &f.states {
+                sep.push_bind(s.as_str());
+            }
+            qb.push(")");
+        }
+        if let Some(t) = f.from {
+            qb.push(" AND nominal_time >= ").push_bind(t.as_millis());
+        }
+        if let Some(t) = f.to {
+            qb.push(" AND nominal_time < ").push_bind(t.as_millis());
+        }
+        if let Some((t, id)) = f.before {
+            qb.push(" AND (nominal_time, id) < (")
+                .push_bind(t.as_millis())
+                .push(", ")
+                .push_bind(id.to_string())
+                .push(")");
+        }
+        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                LedgerRow {
+                    id: uuid(r, "id")?,
+                    schedule_id: uuid(r, "schedule_id")?,
+                    nominal_time: r.try_get("nominal_time")?,
+                    fire_time: r.try_get("fire_time")?,
+                    state: r.try_get("state")?,
+                    reason: r.try_get("reason")?,
+                    trigger: r.try_get("trigger")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                }
+                .into_domain()
+            })
+            .collect()
+    }
+
+    async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let runs = sqlx::query("DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ?1 LIMIT ?2)")
+            .bind(cutoff.as_millis())
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let ticks = sqlx::query(
+            "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE state NOT IN ('planned', 'published') \
+             AND updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT ?2)",
+        )
+        .bind(cutoff.as_millis())
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(runs + ticks)
+    }
+
     async fn shard_leases(&self) -> Result<Vec<ShardLease>> {
         let rows = sqlx::query("SELECT shard, epoch, owner, claimed_at FROM shard_leases ORDER BY shard")
             .fetch_all(&self.pool)
@@ -441,7 +512,7 @@ impl TickStore for SqliteStore {
 
     async fn due_schedules(&self, shards: &[u32], horizon: Timestamp, limit: u32) -> Result<Vec<Schedule>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {SCHEDULE_COLS} FROM schedules WHERE state = 'active' \
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE state IN ('active', 'paused') \
              AND shard IN (SELECT value FROM json_each(?1)) AND next_fire_at <= ?2 ORDER BY next_fire_at LIMIT ?3"
         )))
         .bind(shard_json(shards))
@@ -473,7 +544,7 @@ impl TickStore for SqliteStore {
                 "UPDATE schedules SET next_fire_at = ?4, runs_left = ?5, \
                  state = CASE WHEN ?4 IS NULL THEN 'completed' ELSE state END, \
                  state_reason = CASE WHEN ?4 IS NULL THEN 'no more fire times' ELSE state_reason END \
-                 WHERE project_id = ?1 AND id = ?2 AND version = ?3 AND next_fire_at = ?6 AND state = 'active'",
+                 WHERE project_id = ?1 AND id = ?2 AND version = ?3 AND next_fire_at = ?6 AND state IN ('active', 'paused')",
             )
             .bind(p.project_id.as_str())
             .bind(p.schedule_id.to_string())
@@ -524,7 +595,7 @@ impl TickStore for SqliteStore {
         Ok(out)
     }
 
-    async fn insert_tick(&self, t: &Tick) -> Result<()> {
+    async fn insert_tick(&self, t: &Tick) -> Result<bool> {
         insert_tick_in(&self.pool, t).await
     }
 

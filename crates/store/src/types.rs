@@ -130,3 +130,20 @@ pub struct ShardLease {
     /// When.
     pub claimed_at: Option<Timestamp>,
 }
+
+/// Which ledger rows to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickFilter {
+    /// Only this schedule's ticks.
+    pub schedule_id: Option<ScheduleId>,
+    /// Only these states (empty: all).
+    pub states: Vec<cronhook_core::TickState>,
+    /// Nominal time at or after.
+    pub from: Option<Timestamp>,
+    /// Nominal time before.
+    pub to: Option<Timestamp>,
+    /// Page cursor: only ticks strictly older than this (nominal time, tick id).
+    pub before: Option<(Timestamp, TickId)>,
+    /// Page size.
+    pub limit: u32,
+}

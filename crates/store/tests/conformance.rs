@@ -9,7 +9,9 @@ use cronhook_core::{
     Attempt, Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, RunId, RunStatus,
     Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, TickState, Timestamp, TriggerKind,
 };
-use cronhook_store::{AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores};
+use cronhook_store::{
+    AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores, TickFilter,
+};
 
 const SHARDS: u32 = 4;
 
@@ -61,6 +63,7 @@ store_suite!(
     parked_retries_are_dispatched_once_per_attempt,
     batched_run_writes_match_single_ones,
     runs_whose_lease_ran_out_are_handed_out_again,
+    ledger_lists_by_outcome_and_retention_purges_old_rows,
 );
 
 fn project() -> ProjectId {
@@ -652,4 +655,61 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     };
     st.runs.record_attempt(&done).await.unwrap();
     assert!(st.ticks.stuck_runs(&all, ms(99_000), 10).await.unwrap().is_empty());
+}
+
+async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
+    let s = schedule("a", Some(ms(1_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    let mut p = plan(&s, &[1_000, 2_000, 3_000, 4_000], Some(5_000));
+    p.ticks[0].state = TickState::Missed;
+    p.ticks[0].reason = Some("outside the catch-up window".into());
+    p.ticks[1].state = TickState::Skipped;
+    p.ticks[1].reason = Some("paused".into());
+    st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
+    let all = |states: Vec<TickState>| TickFilter { schedule_id: Some(s.id), states, limit: 100, ..Default::default() };
+    let listed = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
+    let nominal: Vec<i64> = listed.iter().map(|t| t.nominal_time.as_millis()).collect();
+    assert_eq!(nominal, [4_000, 3_000, 2_000, 1_000], "newest first");
+    let skipped = st.ticks.list_ticks(&project(), &all(vec![TickState::Skipped])).await.unwrap();
+    assert_eq!((skipped.len(), skipped[0].reason.as_deref()), (1, Some("paused")));
+    let two = st.ticks.list_ticks(&project(), &all(vec![TickState::Skipped, TickState::Missed])).await.unwrap();
+    assert_eq!(two.len(), 2);
+    let page = TickFilter { before: Some((listed[1].nominal_time, listed[1].id)), ..all(vec![]) };
+    assert_eq!(st.ticks.list_ticks(&project(), &page).await.unwrap().len(), 2, "a page after the second");
+    assert!(st.ticks.list_ticks(&ProjectId::new("other").unwrap(), &all(vec![])).await.unwrap().is_empty());
+
+    // a delivered tick with its run; then retention with a cutoff in the future of it all
+    let t3 = tick_of(&s, ms(3_000));
+    let BeginRun::Started(run) = st.runs.begin_run(&t3, RunId::generate(), ms(3_001), ms(1_000_000)).await.unwrap()
+    else {
+        panic!()
+    };
+    let done = AttemptRecord {
+        project_id: project(),
+        tick_id: t3.id,
+        attempt: attempt(run.id, 1, Some(200)),
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(3_100)),
+        park: false,
+        lease_until: None,
+        effects: None,
+    };
+    st.runs.record_attempt(&done).await.unwrap();
+    // nothing is old yet
+    assert_eq!(st.ticks.purge_before(ms(0), 1000).await.unwrap(), 0);
+    let far = Timestamp::now().add_millis(86_400_000);
+    let mut deleted = 0;
+    loop {
+        let n = st.ticks.purge_before(far, 1).await.unwrap(); // tiny batches
+        if n == 0 {
+            break;
+        }
+        deleted += n;
+    }
+    assert_eq!(deleted, 4, "the run (with its attempt) and the missed, skipped and delivered ticks");
+    assert!(matches!(st.runs.get_run(&project(), run.id).await, Err(Error::NotFound(_))));
+    let left = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
+    assert_eq!(left.iter().map(|t| t.state).collect::<Vec<_>>(), [TickState::Planned], "open ticks are kept");
 }

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub ticks_planned: Counter,
     /// Ticks recorded as missed (outside the catch-up window).
     pub ticks_missed: Counter,
+    /// Ticks recorded as skipped because their schedule was paused.
+    pub ticks_skipped_paused: Counter,
     /// Ticks published to the queue (including republications).
     pub ticks_published: Counter,
     /// Ticks republished by reconciliation (published, no run after the grace period).
@@ -128,6 +130,12 @@ impl Metrics {
             "cronhook_ticks_missed_total",
             "Ticks recorded as missed (outside the catch-up window).",
             self.ticks_missed.get(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP cronhook_ticks_skipped_total Ticks recorded as skipped, by reason.\n# TYPE cronhook_ticks_skipped_total counter\n\
+             cronhook_ticks_skipped_total{{reason=\"paused\"}} {}",
+            self.ticks_skipped_paused.get()
         );
         counter(
             &mut o,

@@ -252,7 +252,8 @@ fn run_status_to_proto(s: RunStatus) -> pb::RunStatus {
     }
 }
 
-fn trigger_to_proto(t: TriggerKind) -> pb::TriggerKind {
+/// Converts a trigger kind.
+pub fn trigger_to_proto(t: TriggerKind) -> pb::TriggerKind {
     match t {
         TriggerKind::Scheduled => pb::TriggerKind::Scheduled,
         TriggerKind::Manual => pb::TriggerKind::Manual,

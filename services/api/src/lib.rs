@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 mod runs;
 mod schedules;
+mod ticks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_proto::v1::run_service_server::RunServiceServer;
 use cronhook_proto::v1::schedule_service_server::ScheduleServiceServer;
+use cronhook_proto::v1::tick_service_server::TickServiceServer;
 use cronhook_store::Stores;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -101,6 +103,7 @@ pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationT
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ScheduleServiceServer<schedules::Schedules>>().await;
     health_reporter.set_serving::<RunServiceServer<runs::Runs>>().await;
+    health_reporter.set_serving::<TickServiceServer<ticks::Ticks>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cronhook_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -111,7 +114,8 @@ pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationT
         .add_service(health)
         .add_service(reflection)
         .add_service(ScheduleServiceServer::new(schedules::Schedules::new(state.clone())))
-        .add_service(RunServiceServer::new(runs::Runs::new(state)))
+        .add_service(RunServiceServer::new(runs::Runs::new(state.clone())))
+        .add_service(TickServiceServer::new(ticks::Ticks::new(state)))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
         .map_err(|e| ServeError(format!("grpc server: {e}")))

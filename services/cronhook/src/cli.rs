@@ -44,6 +44,9 @@ pub enum Command {
     /// List and inspect runs.
     #[command(subcommand)]
     Runs(crate::client::RunsCmd),
+    /// The tick ledger: every tick decided, with its outcome and reason.
+    #[command(subcommand)]
+    Ticks(crate::client::TicksCmd),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +223,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schedules(c) => crate::client::schedules(c).await,
         Command::Runs(c) => crate::client::runs(c).await,
+        Command::Ticks(c) => crate::client::ticks(c).await,
     }
 }
 

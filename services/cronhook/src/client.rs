@@ -71,6 +71,18 @@ pub enum SchedulesCmd {
         conn: Conn,
         id: String,
     },
+    /// Create the runs the schedule would have produced in a past range (once).
+    Backfill {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        /// RFC 3339 start (inclusive).
+        #[arg(long)]
+        start: String,
+        /// RFC 3339 end (exclusive, not in the future).
+        #[arg(long)]
+        end: String,
+    },
     /// Add a new signing secret (printed once); current ones stay valid for --overlap.
     RotateSecret {
         #[command(flatten)]
@@ -88,6 +100,23 @@ pub enum SchedulesCmd {
         spec: SpecArgs,
         #[arg(long, default_value_t = 5)]
         count: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicksCmd {
+    /// List ticks newest first: nominal time, outcome, reason, trigger.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this schedule's ticks.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Only this outcome (planned, published, delivered, failed, skipped, missed, cancelled).
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -379,6 +408,16 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
             let r = c.trigger_schedule(pb::TriggerScheduleRequest { id }).await.map_err(status)?.into_inner();
             output::message(conn.output, "triggered, tick", &r.tick_id)
         }
+        SchedulesCmd::Backfill { conn, id, start, end } => {
+            let (start, end) = (instant_arg(&start, "--start")?, instant_arg(&end, "--end")?);
+            let mut c = ScheduleServiceClient::new(channel(&conn).await?);
+            let r = c
+                .backfill_schedule(pb::BackfillScheduleRequest { id, start_time: Some(start), end_time: Some(end) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::backfill(conn.output, &r)
+        }
         SchedulesCmd::RotateSecret { conn, id, overlap } => {
             let overlap = duration_arg(&overlap, "--overlap")?;
             let mut c = ScheduleServiceClient::new(channel(&conn).await?);
@@ -427,6 +466,43 @@ pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
             let mut c = RunServiceClient::new(channel(&conn).await?);
             let r = c.get_run(pb::GetRunRequest { id }).await.map_err(status)?.into_inner();
             output::run(conn.output, &r)
+        }
+    }
+}
+
+fn outcome_arg(s: &str) -> anyhow::Result<pb::TickOutcome> {
+    Ok(match s {
+        "planned" => pb::TickOutcome::Planned,
+        "published" => pb::TickOutcome::Published,
+        "delivered" => pb::TickOutcome::Delivered,
+        "failed" => pb::TickOutcome::Failed,
+        "skipped" => pb::TickOutcome::Skipped,
+        "missed" => pb::TickOutcome::Missed,
+        "cancelled" => pb::TickOutcome::Cancelled,
+        _ => bail!("--outcome {s:?}: use planned, published, delivered, failed, skipped, missed or cancelled"),
+    })
+}
+
+/// Runs a `ticks` command.
+pub async fn ticks(cmd: TicksCmd) -> anyhow::Result<()> {
+    match cmd {
+        TicksCmd::List { conn, schedule, outcome, limit } => {
+            let outcomes = match outcome {
+                Some(o) => vec![outcome_arg(&o)? as i32],
+                None => vec![],
+            };
+            let mut c = cronhook_proto::v1::tick_service_client::TickServiceClient::new(channel(&conn).await?);
+            let r = c
+                .list_ticks(pb::ListTicksRequest {
+                    schedule_id: schedule.unwrap_or_default(),
+                    outcomes,
+                    page_size: limit.clamp(1, 1000),
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::ticks(conn.output, &r.ticks)
         }
     }
 }

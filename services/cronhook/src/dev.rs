@@ -76,6 +76,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     spawn_task(&tasks, &cancel, "planner", OnError::Shutdown, planner.run(cancel.clone()));
+    tasks.spawn(cronhook_planner::run_janitor(
+        stores.ticks.clone(),
+        cfg.planner.retention,
+        cfg.planner.retention_interval,
+        cancel.clone(),
+    ));
     let worker = Worker::new(stores.runs.clone(), cfg.worker.clone(), ssrf, seal, metrics)?;
     spawn_task(&tasks, &cancel, "worker", OnError::Shutdown, worker.run(consumer, cancel.clone()));
     tasks.close();

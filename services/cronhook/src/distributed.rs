@@ -39,6 +39,12 @@ pub async fn run_planner(mut cfg: Config) -> anyhow::Result<()> {
     start_metrics(&cfg, &metrics, &cancel).await?;
     let planner =
         Planner::new(stores.ticks.clone(), Arc::new(publisher), leases, node.clone(), cfg.planner.clone(), metrics);
+    tokio::spawn(cronhook_planner::run_janitor(
+        stores.ticks.clone(),
+        cfg.planner.retention,
+        cfg.planner.retention_interval,
+        cancel.clone(),
+    ));
     println!("cronhook planner: started as {node} ({shard_count} shards, etcd {})", cfg.etcd.endpoints);
     planner.run(cancel).await?;
     println!("cronhook planner: stopped");

@@ -373,3 +373,62 @@ pub fn message(out: Output, what: &str, id: &str) -> anyhow::Result<()> {
         }
     }
 }
+
+fn outcome_name(v: i32) -> &'static str {
+    match pb::TickOutcome::try_from(v) {
+        Ok(pb::TickOutcome::Planned) => "planned",
+        Ok(pb::TickOutcome::Published) => "published",
+        Ok(pb::TickOutcome::Delivered) => "delivered",
+        Ok(pb::TickOutcome::Failed) => "failed",
+        Ok(pb::TickOutcome::Skipped) => "skipped",
+        Ok(pb::TickOutcome::Missed) => "missed",
+        Ok(pb::TickOutcome::Cancelled) => "cancelled",
+        Ok(pb::TickOutcome::Buffered) => "buffered",
+        _ => "unknown",
+    }
+}
+
+/// Output of `ticks list`.
+pub fn ticks(out: Output, list: &[pb::LedgerTick]) -> anyhow::Result<()> {
+    match out {
+        Output::Json => print_json(&Value::Array(
+            list.iter()
+                .map(|t| {
+                    json!({
+                        "id": t.id, "schedule_id": t.schedule_id, "nominal_time": ts(t.nominal_time.as_ref()),
+                        "fire_time": ts(t.fire_time.as_ref()), "outcome": outcome_name(t.outcome),
+                        "reason": if t.reason.is_empty() { Value::Null } else { json!(t.reason) },
+                        "trigger": trigger_name(t.trigger), "update_time": ts(t.update_time.as_ref()),
+                    })
+                })
+                .collect(),
+        )),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        ts_text(t.nominal_time.as_ref()),
+                        outcome_name(t.outcome).to_owned(),
+                        trigger_name(t.trigger).to_owned(),
+                        if t.reason.is_empty() { "-".to_owned() } else { t.reason.clone() },
+                        t.id.clone(),
+                    ]
+                })
+                .collect();
+            table(&["NOMINAL TIME", "OUTCOME", "TRIGGER", "REASON", "TICK ID"], &rows);
+            Ok(())
+        }
+    }
+}
+
+/// Output of `schedules backfill`.
+pub fn backfill(out: Output, r: &pb::BackfillScheduleResponse) -> anyhow::Result<()> {
+    match out {
+        Output::Json => print_json(&json!({"created": r.created, "existing": r.existing})),
+        Output::Table => {
+            outln!("backfill: {} ticks created, {} had a tick already", r.created, r.existing);
+            Ok(())
+        }
+    }
+}

@@ -25,6 +25,12 @@ pub struct PlannerConfig {
     /// A published tick with no run after this long is published again.
     #[serde(with = "humantime_serde")]
     pub reconcile_grace: Duration,
+    /// Runs, attempts and final ledger rows older than this are deleted by the janitor.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often the janitor runs (it deletes in small batches and never blocks planning).
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// When gaining a shard, publish every unfinished tick again (needed when the queue
     /// does not survive a restart, as in the embedded mode).
     pub republish_unfinished_on_gain: bool,
@@ -41,6 +47,8 @@ impl Default for PlannerConfig {
             reconcile_interval: Duration::from_secs(5),
             reconcile_grace: Duration::from_secs(30),
             republish_unfinished_on_gain: false,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(300),
         }
     }
 }

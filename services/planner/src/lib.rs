@@ -12,10 +12,12 @@
 //! A shard whose write is rejected as fenced is dropped at once: another planner owns it.
 
 mod config;
+mod janitor;
 pub mod plan;
 mod planner;
 
 pub use config::PlannerConfig;
+pub use janitor::run_janitor;
 pub use planner::Planner;
 
 /// Errors that stop the planner.

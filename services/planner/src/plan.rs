@@ -5,7 +5,7 @@
 //! are recorded as missed, never fired; the new next fire time is the first fire time not
 //! covered, so consecutive passes neither skip nor repeat a fire time.
 
-use cronhook_core::{Schedule, ScheduleId, TickId, TickState, Timestamp};
+use cronhook_core::{Schedule, ScheduleId, ScheduleState, TickId, TickState, Timestamp};
 use cronhook_cron::CompiledSpec;
 use cronhook_store::{PlannedSchedule, PlannedTick};
 
@@ -32,7 +32,16 @@ pub fn plan_schedule(
         }
         let next = spec.next_after(t);
         let id = TickId::scheduled(s.id, t);
-        if t < oldest_allowed {
+        if s.state == ScheduleState::Paused {
+            // paused: every tick that would have fired is in the ledger as skipped
+            ticks.push(PlannedTick {
+                id,
+                nominal_time: t,
+                fire_time: t,
+                state: TickState::Skipped,
+                reason: Some("paused".into()),
+            });
+        } else if t < oldest_allowed {
             let late_s = now.millis_since(t) / 1000;
             ticks.push(PlannedTick {
                 id,

@@ -140,7 +140,17 @@ impl Planner {
             let Some(&epoch) = self.claimed.get(&shard) else { continue };
             match self.store.commit_plan(shard, epoch, &plans).await {
                 Ok(out) => {
-                    let missed: usize = plans.iter().flat_map(|p| &p.ticks).filter(|t| t.state.is_final()).count();
+                    let missed: usize = plans
+                        .iter()
+                        .flat_map(|p| &p.ticks)
+                        .filter(|t| t.state == cronhook_core::TickState::Missed)
+                        .count();
+                    let skipped: usize = plans
+                        .iter()
+                        .flat_map(|p| &p.ticks)
+                        .filter(|t| t.state == cronhook_core::TickState::Skipped)
+                        .count();
+                    self.metrics.ticks_skipped_paused.add(skipped as u64);
                     self.metrics.ticks_planned.add(out.new_ticks.len() as u64);
                     self.metrics.ticks_missed.add(missed as u64);
                     if missed > 0 {

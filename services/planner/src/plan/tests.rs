@@ -127,3 +127,14 @@ proptest! {
         prop_assert_eq!(seen, expected);
     }
 }
+
+#[test]
+fn a_paused_schedule_records_skips_and_keeps_its_runs() {
+    let (mut s, spec) = every_second(10_000, 60_000);
+    s.state = ScheduleState::Paused;
+    s.runs_left = Some(5);
+    let p = plan_schedule(&s, &spec, ms(12_000), ms(12_000), 100).unwrap();
+    assert_eq!(p.ticks.len(), 3);
+    assert!(p.ticks.iter().all(|t| t.state == TickState::Skipped && t.reason.as_deref() == Some("paused")));
+    assert_eq!((p.runs_left, p.new_next), (Some(5), Some(ms(13_000))), "skips do not use up runs");
+}

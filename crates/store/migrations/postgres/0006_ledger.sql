@@ -1,0 +1,7 @@
+-- Paused schedules are planned too (their ticks are recorded as skipped), and the ledger
+-- is listed per schedule by nominal time.
+DROP INDEX IF EXISTS schedules_due;
+CREATE INDEX schedules_due ON schedules (shard, next_fire_at) WHERE state IN ('active', 'paused');
+CREATE INDEX ticks_by_time ON ticks (project_id, nominal_time DESC, id DESC);
+CREATE INDEX ticks_retention ON ticks (updated_at) WHERE state NOT IN ('planned', 'published');
+CREATE INDEX runs_retention ON runs (finished_at) WHERE finished_at IS NOT NULL;

@@ -1,0 +1,104 @@
+//! The tick ledger end to end (`cronhook dev`): pause records skipped ticks, resume goes on
+//! from now, backfill fills a past range once.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+use std::time::Duration;
+
+use cronhook_e2e::{Cronhook, all_runs, schedule};
+use cronhook_proto::v1 as pb;
+use cronhook_proto::v1::tick_service_client::TickServiceClient;
+use cronhook_test_utils::sink::WebhookSink;
+use cronhook_test_utils::wait_for;
+use tonic::transport::Channel;
+
+async fn ticks(api: &str, schedule_id: &str, outcome: Option<pb::TickOutcome>) -> Vec<pb::LedgerTick> {
+    let mut c = TickServiceClient::new(Channel::from_shared(api.to_owned()).unwrap().connect().await.unwrap());
+    c.list_ticks(pb::ListTicksRequest {
+        schedule_id: schedule_id.into(),
+        outcomes: outcome.map(|o| vec![o as i32]).unwrap_or_default(),
+        page_size: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .ticks
+}
+
+#[tokio::test]
+async fn pause_skips_resume_goes_on_and_backfill_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = WebhookSink::start().await.unwrap();
+    let ch =
+        Cronhook::start(&["dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).await.unwrap();
+    let mut s = ch.schedules().await.unwrap();
+    let created = s
+        .create_schedule(pb::CreateScheduleRequest {
+            schedule: Some(schedule("ledger", "* * * * * *", &sink.url("/l"))),
+            generate_signing_secret: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sched = created.schedule.unwrap();
+    let created_at = cronhook_proto::from_timestamp(sched.create_time.as_ref().unwrap());
+    sink.wait_for_count(2, Duration::from_secs(30)).await.unwrap();
+
+    s.pause_schedule(pb::PauseScheduleRequest { id: sched.id.clone(), reason: "maintenance".into() }).await.unwrap();
+    let skipped = wait_for("3 skipped ticks", Duration::from_secs(30), || {
+        let (api, id) = (ch.api.clone(), sched.id.clone());
+        async move {
+            let t = ticks(&api, &id, Some(pb::TickOutcome::Skipped)).await;
+            (t.len() >= 3).then_some(t)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(skipped.iter().all(|t| t.reason == "paused"));
+    let sent_while_paused = sink.received().len();
+    s.resume_schedule(pb::ResumeScheduleRequest { id: sched.id.clone() }).await.unwrap();
+    sink.wait_for_count(sent_while_paused + 2, Duration::from_secs(30)).await.unwrap();
+    let delivered = ticks(&ch.api, &sched.id, Some(pb::TickOutcome::Delivered)).await;
+    let skipped_times: Vec<i64> = skipped.iter().map(|t| t.nominal_time.as_ref().unwrap().seconds).collect();
+    assert!(
+        delivered.iter().all(|d| !skipped_times.contains(&d.nominal_time.as_ref().unwrap().seconds)),
+        "no burst: the skipped ticks are not fired on resume"
+    );
+
+    // backfill the 5 seconds before the schedule existed: created once, then all existing
+    let start = created_at.add_millis(-10_000);
+    let (bs, be) = (cronhook_proto::timestamp(start), cronhook_proto::timestamp(start.add_millis(5_000)));
+    let req = || pb::BackfillScheduleRequest { id: sched.id.clone(), start_time: Some(bs), end_time: Some(be) };
+    let first = s.backfill_schedule(req()).await.unwrap().into_inner();
+    let again = s.backfill_schedule(req()).await.unwrap().into_inner();
+    assert_eq!((first.created, first.existing), (5, 0));
+    assert_eq!((again.created, again.existing), (0, 5), "backfill twice creates nothing more");
+    let runs = ch.runs().await.unwrap();
+    let backfilled = wait_for("5 delivered backfill runs", Duration::from_secs(30), || {
+        let (mut runs, id) = (runs.clone(), sched.id.clone());
+        async move {
+            let all = all_runs(&mut runs, &id).await.ok()?;
+            let b: Vec<pb::Run> = all
+                .into_iter()
+                .filter(|r| {
+                    r.trigger == pb::TriggerKind::Backfill as i32 && r.status == pb::RunStatus::Succeeded as i32
+                })
+                .collect();
+            (b.len() == 5).then_some(b)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(backfilled.iter().all(|r| cronhook_proto::from_timestamp(r.nominal_time.as_ref().unwrap()) < created_at));
+    let e = s
+        .backfill_schedule(pb::BackfillScheduleRequest {
+            id: sched.id.clone(),
+            start_time: Some(bs),
+            end_time: Some(cronhook_proto::timestamp(created_at.add_millis(3_600_000))),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("end_time:"), "{}", e.message());
+    ch.interrupt().await.unwrap();
+}
