@@ -46,6 +46,12 @@ ensure_tansu() {
   fi
   chmod +x "$bin"
   TANSU_BIN="$bin"
+  # croniter: the independent cron implementation of the differential test
+  if ! "$venv/bin/python" -c 'import croniter' 2>/dev/null; then
+    log "installing croniter (pip) into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check croniter
+  fi
+  export CRONHOOK_TEST_PYTHON="$venv/bin/python"
 }
 
 free_port() {

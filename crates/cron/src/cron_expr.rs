@@ -7,7 +7,7 @@
 //! sees it, so no number ever reaches saffron's day-of-week parser. saffron has no seconds
 //! field and no macros; both are handled here.
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use cronhook_core::Timestamp;
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -22,6 +22,11 @@ pub struct CronExpr {
     /// matches, both copies of a repeated (DST) hour included, and skip wall times that
     /// do not exist; fixed-hour expressions fire once (see `spec.rs`).
     hour_wildcard: bool,
+    /// Vixie cron's day rule: day-of-month and day-of-week are OR-ed only when neither
+    /// field starts with `*`; otherwise both must match. saffron always ORs two restricted
+    /// fields, so for `*/2` style fields `minutes` carries day-of-month only and this mask
+    /// (bit 0 = Sunday) filters the days of the week.
+    weekdays_and: Option<u8>,
 }
 
 impl CronExpr {
@@ -44,14 +49,22 @@ impl CronExpr {
             }
         };
         let dow = translate_day_of_week(rest[4])?;
-        let minute_part = format!("{} {} {} {} {}", rest[0], rest[1], rest[2], rest[3], dow);
+        let star = |f: &str| f.starts_with('*') || f == "?";
+        let restricted = |f: &str| f != "*" && f != "?";
+        let weekdays_and = (restricted(rest[2]) && restricted(rest[4]) && (star(rest[2]) || star(rest[4])))
+            .then(|| weekday_mask(&dow));
+        let dow_for_saffron = if weekdays_and.is_some() { "*".to_owned() } else { dow };
+        let minute_part = format!("{} {} {} {} {}", rest[0], rest[1], rest[2], rest[3], dow_for_saffron);
         let minutes: saffron::Cron =
             minute_part.parse().map_err(|e| format!("is not a valid cron expression ({e})"))?;
         if !minutes.any() {
             return Err("never matches any date (e.g. 30 February)".into());
         }
         let hour_wildcard = rest[1].contains('*') || rest[1].contains('/');
-        Ok(Self { seconds, minutes, hour_wildcard })
+        if weekdays_and == Some(0) {
+            return Err("never matches any day".into());
+        }
+        Ok(Self { seconds, minutes, hour_wildcard, weekdays_and })
     }
 
     /// Returns whether the hour field is `*` or a step.
@@ -63,6 +76,23 @@ impl CronExpr {
     /// before chrono's last representable year. Instants here are wall times read as UTC;
     /// time zones are applied by `CompiledSpec`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let Some(mask) = self.weekdays_and else { return self.next_after_or(t) };
+        // AND of the day fields: skip whole days whose weekday is not in the mask (at
+        // most a few years of days for the sparsest combinations, e.g. Friday the 13th).
+        let mut from = t;
+        for _ in 0..20_000 {
+            let c = self.next_after_or(from)?;
+            let dt = c.to_chrono()?;
+            if mask & (1 << dt.weekday().num_days_from_sunday()) != 0 {
+                return Some(c);
+            }
+            let end_of_day = dt.date_naive().and_hms_opt(23, 59, 59)?.and_utc();
+            from = Timestamp::from_chrono(end_of_day);
+        }
+        None
+    }
+
+    fn next_after_or(&self, t: Timestamp) -> Option<Timestamp> {
         let dt = t.to_chrono()?;
         let minute = dt.with_nanosecond(0)?.with_second(0)?;
         let sec = dt.second();
@@ -85,7 +115,8 @@ impl CronExpr {
             return false;
         }
         let minute = dt.with_second(0).and_then(|d| d.with_nanosecond(0));
-        minute.is_some_and(|m| self.minutes.contains(m)) && self.seconds & (1 << dt.second()) != 0
+        let weekday_ok = self.weekdays_and.is_none_or(|m| m & (1 << dt.weekday().num_days_from_sunday()) != 0);
+        weekday_ok && minute.is_some_and(|m| self.minutes.contains(m)) && self.seconds & (1 << dt.second()) != 0
     }
 }
 
@@ -156,6 +187,14 @@ fn expand_item(item: &str, min: u32, max: u32, value: &dyn Fn(&str) -> Option<u3
         (a, if has_step { max } else { a })
     };
     Ok((lo..=hi).step_by(step as usize).collect())
+}
+
+/// Returns the weekday bits (bit 0 = Sunday) of a translated day-of-week list.
+fn weekday_mask(names: &str) -> u8 {
+    if names == "*" {
+        return 0x7f;
+    }
+    names.split(',').filter_map(|n| DAY_NAMES.iter().position(|d| *d == n)).fold(0u8, |m, d| m | (1 << d))
 }
 
 fn day_value(s: &str) -> Option<u32> {

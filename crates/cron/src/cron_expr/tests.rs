@@ -145,3 +145,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn vixie_day_rule() {
+    use Weekday::*;
+    // both restricted, neither starting with `*`: either matches (OR)
+    let c = CronExpr::parse("0 0 13 * 5").unwrap();
+    let days: Vec<(u32, Weekday)> = (0..10)
+        .scan(ts(2026, 11, 1, 0, 0, 0), |t, _| {
+            *t = c.next_after(*t)?;
+            let d = t.to_chrono()?;
+            Some((d.day(), d.weekday()))
+        })
+        .collect();
+    assert!(days.iter().all(|(d, w)| *d == 13 || *w == Fri), "{days:?}");
+    assert!(days.iter().any(|(d, w)| *d == 13 && *w != Fri), "the 13th on any weekday: {days:?}");
+    // a day field starting with `*` (a step): both must match (AND), as in cronie
+    let c = CronExpr::parse("0 0 */5 * 1").unwrap(); // days 1,6,11,16,21,26,31 that are Mondays
+    let mut t = ts(2026, 1, 1, 0, 0, 0);
+    for _ in 0..6 {
+        t = c.next_after(t).unwrap();
+        let d = t.to_chrono().unwrap();
+        assert_eq!(d.weekday(), Mon, "{d}");
+        assert_eq!((d.day() - 1) % 5, 0, "{d}");
+        assert!(c.matches(t));
+    }
+    assert!(!c.matches(ts(2026, 1, 5, 0, 0, 0)), "a Monday that is not in */5");
+    assert!(!c.matches(ts(2026, 1, 6, 0, 0, 0)), "day 6, not a Monday");
+    // `*/1` covers every day: the day-of-month field alone decides
+    let c = CronExpr::parse("0 12 1,15 * */1").unwrap();
+    assert_eq!(c.next_after(ts(2026, 3, 2, 0, 0, 0)), Some(ts(2026, 3, 15, 12, 0, 0)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Arbitrary input never panics the parser, and whatever parses answers next_after
+    /// (a bounded search: never a hang).
+    #[test]
+    fn the_parser_survives_anything(s in "\\PC{0,40}") {
+        if let Ok(c) = CronExpr::parse(&s) {
+            let _ = c.next_after(ts(2026, 1, 1, 0, 0, 0));
+        }
+    }
+
+    /// Cron-shaped garbage (fields from a cron alphabet) is the more interesting input.
+    #[test]
+    fn cron_shaped_input_never_panics(fields in proptest::collection::vec("[0-9*/,\\-LW#?A-Za-z]{1,6}", 1..8)) {
+        let s = fields.join(" ");
+        if let Ok(c) = CronExpr::parse(&s) {
+            let t = ts(2026, 1, 1, 0, 0, 0);
+            if let Some(n) = c.next_after(t) {
+                prop_assert!(n > t);
+            }
+        }
+    }
+}
