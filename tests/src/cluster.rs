@@ -163,6 +163,8 @@ impl Cluster {
             if let Some(t) = s.target.as_mut() {
                 t.timeout = Some(prost_types::Duration { seconds: 5, nanos: 0 });
             }
+            // every tick must run, even while a slow target keeps the previous one going
+            s.overlap_policy = pb::OverlapPolicy::Allow as i32;
             let r = c
                 .create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
                 .await?

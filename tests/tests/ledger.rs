@@ -69,7 +69,12 @@ async fn pause_skips_resume_goes_on_and_backfill_runs_once() {
     // backfill the 5 seconds before the schedule existed: created once, then all existing
     let start = created_at.add_millis(-10_000);
     let (bs, be) = (cronhook_proto::timestamp(start), cronhook_proto::timestamp(start.add_millis(5_000)));
-    let req = || pb::BackfillScheduleRequest { id: sched.id.clone(), start_time: Some(bs), end_time: Some(be) };
+    let req = || pb::BackfillScheduleRequest {
+        id: sched.id.clone(),
+        start_time: Some(bs),
+        end_time: Some(be),
+        overlap_policy: pb::OverlapPolicy::Unspecified as i32, // backfills default to ALLOW
+    };
     let first = s.backfill_schedule(req()).await.unwrap().into_inner();
     let again = s.backfill_schedule(req()).await.unwrap().into_inner();
     assert_eq!((first.created, first.existing), (5, 0));
@@ -96,9 +101,55 @@ async fn pause_skips_resume_goes_on_and_backfill_runs_once() {
             id: sched.id.clone(),
             start_time: Some(bs),
             end_time: Some(cronhook_proto::timestamp(created_at.add_millis(3_600_000))),
+            overlap_policy: 0,
         })
         .await
         .unwrap_err();
     assert!(e.message().starts_with("end_time:"), "{}", e.message());
+    ch.interrupt().await.unwrap();
+}
+
+#[tokio::test]
+async fn overlap_skip_keeps_runs_of_a_slow_target_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = WebhookSink::start().await.unwrap();
+    slow.respond_after(Duration::from_millis(2500));
+    let ch =
+        Cronhook::start(&["dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).await.unwrap();
+    let mut s = ch.schedules().await.unwrap();
+    let mut def = schedule("slow", "* * * * * *", &slow.url("/slow"));
+    def.overlap_policy = pb::OverlapPolicy::Skip as i32;
+    let id = s
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+        .id;
+    let skipped = wait_for("ticks skipped by the overlap policy", Duration::from_secs(30), || {
+        let (api, id) = (ch.api.clone(), id.clone());
+        async move {
+            let t = ticks(&api, &id, Some(pb::TickOutcome::Skipped)).await;
+            (t.len() >= 3).then_some(t)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(skipped.iter().all(|t| t.reason.starts_with("overlap: run ")), "{:?}", skipped[0].reason);
+    let mut runs = ch.runs().await.unwrap();
+    let mut list = all_runs(&mut runs, &id).await.unwrap();
+    list.sort_by_key(|r| r.start_time.as_ref().map(|t| (t.seconds, t.nanos)));
+    for w in list.windows(2) {
+        if let (Some(end), Some(start)) = (w[0].end_time.as_ref(), w[1].start_time.as_ref()) {
+            assert!(
+                (start.seconds, start.nanos) >= (end.seconds, end.nanos),
+                "runs overlap: {:?} and {:?}",
+                w[0].id,
+                w[1].id
+            );
+        }
+    }
+    println!("{} runs, {} ticks skipped for overlap", list.len(), skipped.len());
     ch.interrupt().await.unwrap();
 }

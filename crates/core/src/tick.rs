@@ -57,6 +57,8 @@ pub enum TickState {
     Skipped,
     /// Cancelled before or during its run.
     Cancelled,
+    /// Waiting for the schedule's previous run to end (overlap policy `buffer_one`).
+    Buffered,
 }
 
 impl TickState {
@@ -70,6 +72,7 @@ impl TickState {
             Self::Missed => "missed",
             Self::Skipped => "skipped",
             Self::Cancelled => "cancelled",
+            Self::Buffered => "buffered",
         }
     }
 
@@ -83,13 +86,14 @@ impl TickState {
             "missed" => Self::Missed,
             "skipped" => Self::Skipped,
             "cancelled" => Self::Cancelled,
+            "buffered" => Self::Buffered,
             _ => return None,
         })
     }
 
     /// Returns whether no further work will happen for the tick.
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Planned | Self::Published)
+        !matches!(self, Self::Planned | Self::Published | Self::Buffered)
     }
 }
 
@@ -127,6 +131,9 @@ pub struct Tick {
     /// Pause the schedule after this many consecutive failed runs (0 = never).
     #[serde(default)]
     pub auto_pause_after_failures: u32,
+    /// What to do when the schedule's previous run is still in progress.
+    #[serde(default)]
+    pub overlap: crate::OverlapPolicy,
 }
 
 /// One row of the tick ledger.

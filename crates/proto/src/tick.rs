@@ -4,8 +4,8 @@
 //! them to send the request. Protect the topic like the database (ACLs, TLS).
 
 use cronhook_core::{
-    Header, HttpMethod, HttpTarget, ProjectId, RetryPolicy, ScheduleId, SigningSecret, Tick, TickId, Timestamp,
-    TriggerKind,
+    Header, HttpMethod, HttpTarget, OverlapPolicy, ProjectId, RetryPolicy, ScheduleId, SigningSecret, Tick, TickId,
+    Timestamp, TriggerKind,
 };
 use prost::Message;
 
@@ -79,6 +79,12 @@ pub fn encode_tick(t: &Tick) -> Vec<u8> {
             .collect(),
         failure_notification_url: t.failure_notification_url.clone().unwrap_or_default(),
         auto_pause_after_failures: t.auto_pause_after_failures,
+        overlap_policy: match t.overlap {
+            OverlapPolicy::Skip => pb::OverlapPolicy::Skip,
+            OverlapPolicy::BufferOne => pb::OverlapPolicy::BufferOne,
+            OverlapPolicy::Allow => pb::OverlapPolicy::Allow,
+            OverlapPolicy::CancelPrevious => pb::OverlapPolicy::CancelPrevious,
+        } as i32,
     };
     msg.encode_to_vec()
 }
@@ -140,6 +146,7 @@ pub fn decode_tick(bytes: &[u8]) -> Result<Tick, DecodeError> {
             .collect(),
         failure_notification_url: Some(m.failure_notification_url).filter(|u| !u.is_empty()),
         auto_pause_after_failures: m.auto_pause_after_failures,
+        overlap: Default::default(),
     })
 }
 
@@ -173,6 +180,7 @@ mod tests {
             signing_secrets: Vec::new(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            overlap: Default::default(),
         };
         assert_eq!(decode_tick(&encode_tick(&t)).unwrap(), t);
 

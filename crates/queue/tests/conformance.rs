@@ -33,6 +33,7 @@ fn tick(s: ScheduleId, at: i64) -> Tick {
         signing_secrets: Vec::new(),
         failure_notification_url: None,
         auto_pause_after_failures: 0,
+        overlap: Default::default(),
     }
 }
 

@@ -16,7 +16,9 @@ mod types;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cronhook_core::{Attempt, ProjectId, Run, RunId, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp};
+use cronhook_core::{
+    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, Timestamp,
+};
 
 pub use error::{Error, Result};
 pub use postgres::PgStore;
@@ -143,6 +145,22 @@ pub trait RunStore: Send + Sync + 'static {
     /// Stores one attempt and the run's new status in one transaction; when the status is
     /// final, the tick's ledger state follows (delivered / failed / cancelled).
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()>;
+
+    /// [`RunStore::begin_run`] that first applies the tick's overlap policy, serialised per
+    /// schedule (Postgres: a transaction-scoped advisory lock on the schedule id; SQLite:
+    /// the write lock), so workers racing on two ticks of one schedule cannot both start:
+    /// `skip` records the tick skipped, `buffer_one` parks one tick as `buffered` (released
+    /// to the outbox when the running one ends), `cancel_previous` cancels the running runs.
+    async fn begin_run_exclusive(
+        &self,
+        tick: &Tick,
+        run_id: RunId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<BeginRun>;
+
+    /// Returns the status of a run (`NotFound` if it is gone).
+    async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus>;
 
     /// [`RunStore::begin_run`] for many ticks at once (one round trip where the backend
     /// can); results are in input order.

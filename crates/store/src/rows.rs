@@ -85,6 +85,8 @@ pub(crate) struct TickRow {
     pub definition: String,
     /// JSON of the request when it is not the schedule's (failure notifications).
     pub target_override: Option<String>,
+    /// The tick's own overlap policy, when it is not the schedule's (backfills).
+    pub overlap: Option<String>,
 }
 
 impl TickRow {
@@ -111,6 +113,11 @@ impl TickRow {
             // a notification never notifies or counts toward auto-pause
             failure_notification_url: if notification { None } else { def.failure_notification_url },
             auto_pause_after_failures: if notification { 0 } else { def.auto_pause_after_failures },
+            overlap: match (notification, self.overlap.as_deref().and_then(cronhook_core::OverlapPolicy::parse)) {
+                (true, _) => cronhook_core::OverlapPolicy::Allow,
+                (false, Some(own)) => own,
+                (false, None) => def.overlap,
+            },
         })
     }
 }
@@ -268,3 +275,14 @@ impl LedgerRow {
         })
     }
 }
+
+/// Reason of a tick skipped because the schedule's previous run is still going.
+pub(crate) fn overlap_reason_running(run: impl std::fmt::Display) -> String {
+    format!("overlap: run {run} still in progress")
+}
+
+/// Reason of a tick skipped because a tick is buffered already (`buffer_one`).
+pub(crate) const OVERLAP_BUFFER_FULL: &str = "overlap: a tick is already buffered";
+
+/// `last_error` of a run cancelled by `cancel_previous`.
+pub(crate) const OVERLAP_CANCELLED: &str = "cancelled: a newer tick is due (overlap policy cancel_previous)";

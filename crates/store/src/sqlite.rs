@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cronhook_core::{
-    Attempt, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState, Timestamp,
+    Attempt, OverlapPolicy, ProjectId, Run, RunId, RunStatus, Schedule, ScheduleId, ScheduleState, Tick, TickId,
+    TickState, Timestamp,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, LedgerRow, RunRow, ScheduleRow, TickRow, auto_pause_reason, corrupt, i64_opt, last_error, safe,
-    stale_etag, tick_state_for, to_json,
+    AttemptRow, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason,
+    corrupt, i64_opt, last_error, overlap_reason_running, safe, stale_etag, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
@@ -47,7 +48,7 @@ fn shard_json(shards: &[u32]) -> String {
 const SCHEDULE_COLS: &str = "project_id, id, definition, state, state_reason, next_fire_at, runs_left, version, \
                              shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
-                         t.schedule_version, t.shard, t.epoch, s.definition, t.target_override";
+                         t.schedule_version, t.shard, t.epoch, s.definition, t.target_override, t.overlap";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -81,6 +82,7 @@ fn tick_row(r: &SqliteRow) -> Result<Tick> {
         epoch: r.try_get("epoch")?,
         definition: r.try_get("definition")?,
         target_override: r.try_get("target_override")?,
+        overlap: r.try_get("overlap")?,
     }
     .into_domain()
 }
@@ -145,8 +147,8 @@ async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Resul
     let now = Timestamp::now().as_millis();
     let res = sqlx::query(
         "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
-         shard, epoch, state, created_at, updated_at, target_override) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+         shard, epoch, state, created_at, updated_at, target_override, overlap) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
     )
     .bind(t.project_id.as_str())
     .bind(t.id.to_string())
@@ -159,6 +161,7 @@ async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Resul
     .bind(t.epoch)
     .bind(now)
     .bind(target_override)
+    .bind((t.trigger == cronhook_core::TriggerKind::Backfill).then(|| t.overlap.as_str()))
     .execute(e)
     .await?;
     Ok(res.rows_affected() == 1)
@@ -205,6 +208,16 @@ async fn apply_effects(tx: &mut sqlx::Transaction<'_, Sqlite>, rec: &AttemptReco
     if let Some(n) = &fx.notification {
         insert_tick_in(&mut **tx, n).await?;
     }
+    // overlap buffer_one: the run ended, the buffered tick goes to the outbox
+    let now = Timestamp::now().as_millis();
+    sqlx::query(
+        "UPDATE ticks SET state = 'planned', reason = NULL, fire_time = ?2, updated_at = ?2 WHERE id = \
+         (SELECT id FROM ticks WHERE schedule_id = ?1 AND state = 'buffered' ORDER BY nominal_time LIMIT 1)",
+    )
+    .bind(fx.schedule_id.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -712,7 +725,7 @@ impl TickStore for SqliteStore {
 }
 
 const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.next_attempt_at AS fire_time, \
-                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition, t.target_override";
+                          t.trigger, t.schedule_version, t.shard, t.epoch, s.definition, t.target_override, t.overlap";
 
 fn id_json(ids: &[TickId]) -> String {
     let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
@@ -818,6 +831,127 @@ impl RunStore for SqliteStore {
         apply_effects(&mut tx, rec).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn begin_run_exclusive(
+        &self,
+        tick: &Tick,
+        run_id: RunId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<BeginRun> {
+        // The write transaction serialises every writer: one decision at a time.
+        let mut tx = self.write_tx().await?;
+        if let Some(r) = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
+            .bind(tick.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let run = run_row(&r)?;
+            if run.status.is_final() {
+                tx.commit().await?;
+                return Ok(BeginRun::Done(run));
+            }
+            sqlx::query("UPDATE runs SET lease_until = ?2 WHERE id = ?1")
+                .bind(run.id.to_string())
+                .bind(lease_until.as_millis())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(BeginRun::Resume(run));
+        }
+        let busy: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, tick_id FROM runs WHERE schedule_id = ?1 AND status IN ('pending', 'running') \
+             AND trigger <> 'notification' AND tick_id <> ?2",
+        )
+        .bind(tick.schedule_id.to_string())
+        .bind(tick.id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some((busy_run, _)) = busy.first() {
+            let set_state = |state: &'static str, reason: String| {
+                sqlx::query("UPDATE ticks SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1")
+                    .bind(tick.id.to_string())
+                    .bind(state)
+                    .bind(reason)
+                    .bind(now.as_millis())
+            };
+            match tick.overlap {
+                OverlapPolicy::Allow => {}
+                OverlapPolicy::Skip => {
+                    let reason = overlap_reason_running(busy_run);
+                    set_state("skipped", reason.clone()).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    return Ok(BeginRun::Skipped(reason));
+                }
+                OverlapPolicy::BufferOne => {
+                    let full: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM ticks WHERE schedule_id = ?1 AND state = 'buffered' AND id <> ?2 LIMIT 1",
+                    )
+                    .bind(tick.schedule_id.to_string())
+                    .bind(tick.id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if full.is_some() {
+                        let reason = OVERLAP_BUFFER_FULL.to_owned();
+                        set_state("skipped", reason.clone()).execute(&mut *tx).await?;
+                        tx.commit().await?;
+                        return Ok(BeginRun::Skipped(reason));
+                    }
+                    set_state("buffered", format!("waiting for run {}", busy_run)).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    return Ok(BeginRun::Buffered);
+                }
+                OverlapPolicy::CancelPrevious => {
+                    for (run, old_tick) in &busy {
+                        sqlx::query(
+                            "UPDATE runs SET status = 'cancelled', finished_at = ?2, last_error = ?3 \
+                             WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+                        )
+                        .bind(run)
+                        .bind(now.as_millis())
+                        .bind(OVERLAP_CANCELLED)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE ticks SET state = 'cancelled', reason = ?2, updated_at = ?3 WHERE id = ?1")
+                            .bind(old_tick)
+                            .bind(format!("overlap: cancelled for tick {}", tick.id))
+                            .bind(now.as_millis())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+        }
+        let r = sqlx::query(safe(format!(
+            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+             created_at, shard, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) \
+             RETURNING {RUN_COLS}"
+        )))
+        .bind(tick.project_id.as_str())
+        .bind(run_id.to_string())
+        .bind(tick.id.to_string())
+        .bind(tick.schedule_id.to_string())
+        .bind(tick.nominal_time.as_millis())
+        .bind(tick.schedule_version)
+        .bind(tick.trigger.as_str())
+        .bind(now.as_millis())
+        .bind(i64::from(tick.shard))
+        .bind(lease_until.as_millis())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(BeginRun::Started(run_row(&r)?))
+    }
+
+    async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus> {
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE project_id = ?1 AND id = ?2")
+            .bind(project.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let s = s.ok_or_else(|| Error::NotFound(format!("run {id}")))?;
+        RunStatus::parse(&s).ok_or_else(|| corrupt("runs.status", &s))
     }
 
     async fn pause_schedule(&self, project: &ProjectId, id: ScheduleId, reason: &str) -> Result<()> {

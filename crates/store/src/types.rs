@@ -63,6 +63,11 @@ pub enum BeginRun {
     Resume(Run),
     /// A run exists and is final: acknowledge the tick, send nothing.
     Done(Run),
+    /// The overlap policy skipped the tick (recorded in the ledger): acknowledge it.
+    Skipped(String),
+    /// The overlap policy buffered the tick; it is published again when the previous run
+    /// ends: acknowledge this delivery.
+    Buffered,
 }
 
 /// One attempt and the run's state after it.

@@ -64,6 +64,7 @@ store_suite!(
     batched_run_writes_match_single_ones,
     runs_whose_lease_ran_out_are_handed_out_again,
     ledger_lists_by_outcome_and_retention_purges_old_rows,
+    overlap_policies_are_race_free,
 );
 
 fn project() -> ProjectId {
@@ -133,6 +134,7 @@ fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
         signing_secrets: Vec::new(),
         failure_notification_url: None,
         auto_pause_after_failures: 0,
+        overlap: Default::default(),
     }
 }
 
@@ -423,6 +425,7 @@ async fn concurrent_begin_run_creates_one_run(st: Stores) {
             BeginRun::Resume(r) | BeginRun::Done(r) => {
                 ids.insert(r.id);
             }
+            other => panic!("{other:?}"),
         }
     }
     assert_eq!(started, 1, "exactly one concurrent begin_run creates the run");
@@ -712,4 +715,102 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
     assert!(matches!(st.runs.get_run(&project(), run.id).await, Err(Error::NotFound(_))));
     let left = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
     assert_eq!(left.iter().map(|t| t.state).collect::<Vec<_>>(), [TickState::Planned], "open ticks are kept");
+}
+
+async fn overlap_policies_are_race_free(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let state = |id: TickId| {
+        let t = st.ticks.clone();
+        async move {
+            let all = t.list_ticks(&project(), &TickFilter { limit: 1000, ..Default::default() }).await.unwrap();
+            all.into_iter().find(|x| x.id == id).map(|x| (x.state, x.reason))
+        }
+    };
+    let tick = |at: i64, policy: OverlapPolicy| Tick { overlap: policy, ..tick_of(&s, ms(at)) };
+    let lease = ms(1_000_000);
+
+    // skip: 8 workers race on 8 ticks of one schedule: exactly one run starts
+    let ticks: Vec<Tick> = (0..8).map(|i| tick(10_000 + i * 1000, OverlapPolicy::Skip)).collect();
+    for t in &ticks {
+        st.ticks.insert_tick(t).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for t in ticks.clone() {
+        let runs = st.runs.clone();
+        tasks.push(tokio::spawn(async move { runs.begin_run_exclusive(&t, RunId::generate(), ms(1), lease).await }));
+    }
+    let mut started = Vec::new();
+    let mut skipped = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            BeginRun::Started(r) => started.push(r),
+            BeginRun::Skipped(reason) => {
+                assert!(reason.starts_with("overlap: run "), "{reason}");
+                skipped += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((started.len(), skipped), (1, 7), "one run, seven skipped in the ledger");
+    let running = started.remove(0);
+    let skipped_ticks: Vec<&Tick> = ticks.iter().filter(|t| t.id != running.tick_id).collect();
+    assert_eq!(state(skipped_ticks[0].id).await.unwrap().0, TickState::Skipped);
+
+    // buffer_one: one tick waits, the next is skipped; finishing the run releases it
+    let b1 = tick(30_000, OverlapPolicy::BufferOne);
+    let b2 = tick(31_000, OverlapPolicy::BufferOne);
+    for t in [&b1, &b2] {
+        st.ticks.insert_tick(t).await.unwrap();
+    }
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&b1, RunId::generate(), ms(2), lease).await.unwrap(),
+        BeginRun::Buffered
+    ));
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&b2, RunId::generate(), ms(2), lease).await.unwrap(),
+        BeginRun::Skipped(_)
+    ));
+    assert_eq!(state(b1.id).await.unwrap().0, TickState::Buffered);
+    let done = AttemptRecord {
+        project_id: project(),
+        tick_id: running.tick_id,
+        attempt: attempt(running.id, 1, Some(200)),
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(3)),
+        park: false,
+        lease_until: None,
+        effects: Some(cronhook_store::RunEffects { schedule_id: s.id, auto_pause_after: 0, notification: None }),
+    };
+    st.runs.record_attempt(&done).await.unwrap();
+    assert_eq!(state(b1.id).await.unwrap().0, TickState::Planned, "released to the outbox");
+    let all: Vec<u32> = (0..SHARDS).collect();
+    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().iter().any(|t| t.id == b1.id));
+    let BeginRun::Started(r1) = st.runs.begin_run_exclusive(&b1, RunId::generate(), ms(4), lease).await.unwrap() else {
+        panic!("the released tick runs")
+    };
+
+    // cancel_previous: the running run is cancelled, the new one starts
+    let c = tick(40_000, OverlapPolicy::CancelPrevious);
+    st.ticks.insert_tick(&c).await.unwrap();
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&c, RunId::generate(), ms(5), lease).await.unwrap(),
+        BeginRun::Started(_)
+    ));
+    assert_eq!(st.runs.run_status(&project(), r1.id).await.unwrap(), RunStatus::Cancelled);
+    let (cancelled, _) = st.runs.get_run(&project(), r1.id).await.unwrap();
+    assert!(cancelled.last_error.unwrap().contains("cancel_previous"));
+    assert_eq!(state(b1.id).await.unwrap().0, TickState::Cancelled);
+
+    // allow: runs side by side; a redelivered tick finds its own run
+    let a = tick(50_000, OverlapPolicy::Allow);
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(6), lease).await.unwrap(),
+        BeginRun::Started(_)
+    ));
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(7), lease).await.unwrap(),
+        BeginRun::Resume(_)
+    ));
 }

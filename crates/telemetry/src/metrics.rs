@@ -86,6 +86,8 @@ pub struct Metrics {
     pub ticks_missed: Counter,
     /// Ticks recorded as skipped because their schedule was paused.
     pub ticks_skipped_paused: Counter,
+    /// Ticks skipped by the overlap policy (the previous run still going).
+    pub ticks_skipped_overlap: Counter,
     /// Ticks published to the queue (including republications).
     pub ticks_published: Counter,
     /// Ticks republished by reconciliation (published, no run after the grace period).
@@ -134,8 +136,9 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP cronhook_ticks_skipped_total Ticks recorded as skipped, by reason.\n# TYPE cronhook_ticks_skipped_total counter\n\
-             cronhook_ticks_skipped_total{{reason=\"paused\"}} {}",
-            self.ticks_skipped_paused.get()
+             cronhook_ticks_skipped_total{{reason=\"paused\"}} {}\ncronhook_ticks_skipped_total{{reason=\"overlap\"}} {}",
+            self.ticks_skipped_paused.get(),
+            self.ticks_skipped_overlap.get()
         );
         counter(
             &mut o,

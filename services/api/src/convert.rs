@@ -93,9 +93,9 @@ pub fn new_schedule(p: &pb::Schedule, default_catchup_ms: i64) -> ApiResult<NewS
     };
     let overlap = match pb::OverlapPolicy::try_from(p.overlap_policy) {
         Ok(pb::OverlapPolicy::Unspecified | pb::OverlapPolicy::Skip) => OverlapPolicy::Skip,
-        Ok(pb::OverlapPolicy::BufferOne | pb::OverlapPolicy::Allow | pb::OverlapPolicy::CancelPrevious) => {
-            return Err(ApiError::unimplemented("schedule.overlap_policy", "an overlap policy other than SKIP"));
-        }
+        Ok(pb::OverlapPolicy::BufferOne) => OverlapPolicy::BufferOne,
+        Ok(pb::OverlapPolicy::Allow) => OverlapPolicy::Allow,
+        Ok(pb::OverlapPolicy::CancelPrevious) => OverlapPolicy::CancelPrevious,
         Err(_) => {
             return Err(ApiError::invalid("schedule.overlap_policy", format!("unknown value {}", p.overlap_policy)));
         }

@@ -303,6 +303,7 @@ impl ScheduleService for Schedules {
             signing_secrets: Vec::new(),
             failure_notification_url: None,
             auto_pause_after_failures: 0,
+            overlap: Default::default(),
         };
         // Into the outbox: the shard's planner publishes it on its next pass.
         self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)?;
@@ -328,6 +329,15 @@ impl ScheduleService for Schedules {
         if end > now {
             return Err(ApiError::invalid("end_time", "must not be in the future (backfill fills the past)").into());
         }
+        let overlap = match pb::OverlapPolicy::try_from(req.overlap_policy) {
+            Ok(pb::OverlapPolicy::Unspecified | pb::OverlapPolicy::Allow) => cronhook_core::OverlapPolicy::Allow,
+            Ok(pb::OverlapPolicy::Skip) => cronhook_core::OverlapPolicy::Skip,
+            Ok(pb::OverlapPolicy::BufferOne) => cronhook_core::OverlapPolicy::BufferOne,
+            Ok(pb::OverlapPolicy::CancelPrevious) => cronhook_core::OverlapPolicy::CancelPrevious,
+            Err(_) => {
+                return Err(ApiError::invalid("overlap_policy", format!("unknown value {}", req.overlap_policy)).into());
+            }
+        };
         let spec = Self::compile(&s.def.spec)?;
         let times = spec.fire_times(start, end, MAX + 1);
         if times.len() > MAX {
@@ -350,6 +360,7 @@ impl ScheduleService for Schedules {
                 signing_secrets: Vec::new(),
                 failure_notification_url: None,
                 auto_pause_after_failures: 0,
+                overlap,
             };
             if self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)? {
                 created += 1;

@@ -28,6 +28,7 @@ fn outcome(v: i32, field: &str) -> ApiResult<TickState> {
         Ok(pb::TickOutcome::Skipped) => TickState::Skipped,
         Ok(pb::TickOutcome::Missed) => TickState::Missed,
         Ok(pb::TickOutcome::Cancelled) => TickState::Cancelled,
+        Ok(pb::TickOutcome::Buffered) => TickState::Buffered,
         _ => return Err(ApiError::invalid(field, format!("unknown tick outcome {v}"))),
     })
 }
@@ -41,6 +42,7 @@ fn outcome_to_proto(s: TickState) -> pb::TickOutcome {
         TickState::Skipped => pb::TickOutcome::Skipped,
         TickState::Missed => pb::TickOutcome::Missed,
         TickState::Cancelled => pb::TickOutcome::Cancelled,
+        TickState::Buffered => pb::TickOutcome::Buffered,
     }
 }
 

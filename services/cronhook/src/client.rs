@@ -412,7 +412,12 @@ pub async fn schedules(cmd: SchedulesCmd) -> anyhow::Result<()> {
             let (start, end) = (instant_arg(&start, "--start")?, instant_arg(&end, "--end")?);
             let mut c = ScheduleServiceClient::new(channel(&conn).await?);
             let r = c
-                .backfill_schedule(pb::BackfillScheduleRequest { id, start_time: Some(start), end_time: Some(end) })
+                .backfill_schedule(pb::BackfillScheduleRequest {
+                    id,
+                    start_time: Some(start),
+                    end_time: Some(end),
+                    overlap_policy: pb::OverlapPolicy::Allow as i32,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();

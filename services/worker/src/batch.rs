@@ -101,6 +101,20 @@ impl RunStore for BatchingRunStore {
         rx.await.map_err(|_| closed())?
     }
 
+    async fn begin_run_exclusive(
+        &self,
+        tick: &Tick,
+        run_id: RunId,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<BeginRun> {
+        self.inner.begin_run_exclusive(tick, run_id, now, lease_until).await
+    }
+
+    async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<cronhook_core::RunStatus> {
+        self.inner.run_status(project, id).await
+    }
+
     async fn pause_schedule(&self, project: &ProjectId, id: cronhook_core::ScheduleId, reason: &str) -> Result<()> {
         self.inner.pause_schedule(project, id, reason).await
     }

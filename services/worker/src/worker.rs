@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronhook_core::{
-    Header, HttpMethod, HttpTarget, RetryPolicy, RunId, RunStatus, Tick, TickId, Timestamp, TriggerKind,
+    Header, HttpMethod, HttpTarget, OverlapPolicy, RetryPolicy, RunId, RunStatus, Tick, TickId, Timestamp, TriggerKind,
 };
 use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
@@ -130,7 +130,17 @@ impl Worker {
         let begun = self
             .store_retry("begin run", waits, || {
                 let now = Timestamp::now();
-                self.runs.begin_run(tick, RunId::generate(), now, self.lease_from(tick, now))
+                let lease = self.lease_from(tick, now);
+                // The overlap policy needs the schedule's other runs: decided in a transaction
+                // serialised per schedule. `allow` (and notifications) take the batched path.
+                let exclusive = tick.overlap != OverlapPolicy::Allow && tick.trigger != TriggerKind::Notification;
+                async move {
+                    if exclusive {
+                        self.runs.begin_run_exclusive(tick, RunId::generate(), now, lease).await
+                    } else {
+                        self.runs.begin_run(tick, RunId::generate(), now, lease).await
+                    }
+                }
             })
             .await;
         let (run, mut number) = match begun {
@@ -138,6 +148,15 @@ impl Worker {
             Some(BeginRun::Done(run)) => {
                 self.metrics.ticks_deduplicated.inc();
                 tracing::debug!(tick_id = %tick.id, run_id = %run.id, "duplicate tick: run already final");
+                return Stop::Done;
+            }
+            Some(BeginRun::Skipped(reason)) => {
+                self.metrics.ticks_skipped_overlap.inc();
+                tracing::info!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick skipped: {reason}");
+                return Stop::Done;
+            }
+            Some(BeginRun::Buffered) => {
+                tracing::info!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick buffered until the running one ends");
                 return Stop::Done;
             }
             Some(BeginRun::Started(run)) => (run, 1),
@@ -189,7 +208,14 @@ impl Worker {
                 return Stop::Done; // final, or parked: durable either way
             }
             match next_at {
-                Some(at) if sleep_until(at, waits).await => number += 1,
+                Some(at) if sleep_until(at, waits).await => {
+                    // cancelled meanwhile (overlap policy cancel_previous)? then stop here
+                    if let Ok(RunStatus::Cancelled) = self.runs.run_status(&tick.project_id, run.id).await {
+                        tracing::info!(tick_id = %tick.id, run_id = %run.id, "run cancelled; no more attempts");
+                        return Stop::Done;
+                    }
+                    number += 1;
+                }
                 _ => return Stop::Abandon,
             }
         }
@@ -330,6 +356,7 @@ fn notification_tick(tick: &Tick, run: RunId, sent: &SendResult, url: &str, now:
         signing_secrets: tick.signing_secrets.clone(),
         failure_notification_url: None,
         auto_pause_after_failures: 0,
+        overlap: Default::default(),
     }
 }
 

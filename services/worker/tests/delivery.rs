@@ -123,6 +123,7 @@ async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usi
             signing_secrets: s.def.signing_secrets.clone(),
             failure_notification_url: s.def.failure_notification_url.clone(),
             auto_pause_after_failures: s.def.auto_pause_after_failures,
+            overlap: Default::default(),
         })
         .collect();
     let (publisher, consumer) = memory::channel(n.max(16));

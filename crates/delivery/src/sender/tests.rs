@@ -30,6 +30,7 @@ fn tick(url: String) -> Tick {
         signing_secrets: Vec::new(),
         failure_notification_url: None,
         auto_pause_after_failures: 0,
+        overlap: Default::default(),
     }
 }
 
