@@ -237,10 +237,31 @@ impl Cluster {
             let r = self.report(ids, from_ms, to_ms).await?;
             let done = r.missing.is_empty() && r.not_succeeded == 0;
             if done || std::time::Instant::now() >= deadline {
+                if !r.missing.is_empty() {
+                    self.print_ledger_of(&r.missing).await;
+                }
                 return Ok(r);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Prints what the ledger says of ticks that have no run (diagnostics of a failure).
+    async fn print_ledger_of(&self, missing: &[(String, i64)]) {
+        let Ok(pool) = sqlx::PgPool::connect(&self.db_url).await else { return };
+        for (s, t) in missing.iter().take(10) {
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT state, reason FROM ticks WHERE schedule_id = $1::uuid AND nominal_time = to_timestamp($2 / 1000.0)",
+            )
+            .bind(s)
+            .bind(*t as f64)
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten();
+            println!("ledger of missing tick {s} @ {t}: {row:?}");
+        }
+        pool.close().await;
     }
 
     async fn report(&self, ids: &[String], from_ms: i64, to_ms: i64) -> anyhow::Result<Report> {

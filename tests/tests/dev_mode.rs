@@ -114,7 +114,11 @@ async fn dev_survives_kill9_without_losing_or_doubling_ticks() {
         .await
         .unwrap()
         .create_schedule(pb::CreateScheduleRequest {
-            schedule: Some(schedule("kill9", "* * * * * *", &sink.url("/k"))),
+            // every tick of the downtime must run, even several at once during catch-up
+            schedule: Some(pb::Schedule {
+                overlap_policy: pb::OverlapPolicy::Allow as i32,
+                ..schedule("kill9", "* * * * * *", &sink.url("/k"))
+            }),
             generate_signing_secret: false,
         })
         .await

@@ -146,7 +146,12 @@ pub fn decode_tick(bytes: &[u8]) -> Result<Tick, DecodeError> {
             .collect(),
         failure_notification_url: Some(m.failure_notification_url).filter(|u| !u.is_empty()),
         auto_pause_after_failures: m.auto_pause_after_failures,
-        overlap: Default::default(),
+        overlap: match pb::OverlapPolicy::try_from(m.overlap_policy) {
+            Ok(pb::OverlapPolicy::Allow) => OverlapPolicy::Allow,
+            Ok(pb::OverlapPolicy::BufferOne) => OverlapPolicy::BufferOne,
+            Ok(pb::OverlapPolicy::CancelPrevious) => OverlapPolicy::CancelPrevious,
+            _ => OverlapPolicy::Skip,
+        },
     })
 }
 
@@ -177,10 +182,15 @@ mod tests {
             retry: RetryPolicy { max_retry_duration_ms: Some(60_000), ..RetryPolicy::default() },
             shard: 17,
             epoch: 99,
-            signing_secrets: Vec::new(),
-            failure_notification_url: None,
-            auto_pause_after_failures: 0,
-            overlap: Default::default(),
+            overlap: OverlapPolicy::CancelPrevious,
+            signing_secrets: vec![SigningSecret {
+                id: "ss_1".into(),
+                sealed: "enc:v1:abc".into(),
+                created_at: Timestamp::from_millis(1_000),
+                expires_at: Some(Timestamp::from_millis(2_000)),
+            }],
+            failure_notification_url: Some("https://example.com/alerts".into()),
+            auto_pause_after_failures: 3,
         };
         assert_eq!(decode_tick(&encode_tick(&t)).unwrap(), t);
 

@@ -123,7 +123,7 @@ async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usi
             signing_secrets: s.def.signing_secrets.clone(),
             failure_notification_url: s.def.failure_notification_url.clone(),
             auto_pause_after_failures: s.def.auto_pause_after_failures,
-            overlap: Default::default(),
+            overlap: s.def.overlap,
         })
         .collect();
     let (publisher, consumer) = memory::channel(n.max(16));
@@ -405,7 +405,8 @@ async fn a_redirect_to_a_blocked_address_is_refused() {
 #[tokio::test]
 async fn one_host_gets_at_most_the_per_host_limit_at_once() {
     let t = ScriptedTarget::start(vec![], Reply::status(200).delay(Duration::from_millis(300))).await.unwrap();
-    let e = env(target(t.url("/x")), fast_retries(1)).await;
+    let mut e = env(target(t.url("/x")), fast_retries(1)).await;
+    e.schedule.def.overlap = OverlapPolicy::Allow; // the ticks run side by side
     let runs = deliver_many(&e, cfg(), SenderConfig { per_host_limit: 3, ..sender() }, 12).await;
     assert!(runs.iter().all(|(r, _)| r.status == RunStatus::Succeeded));
     println!("most requests in flight at the target: {}", t.max_in_flight());
