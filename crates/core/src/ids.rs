@@ -72,6 +72,12 @@ impl ScheduleId {
         Self(Uuid::now_v7())
     }
 
+    /// Returns a stable 64-bit value of the id (the seed of hashed `H` cron fields).
+    pub fn seed(&self) -> u64 {
+        let b = self.0.as_bytes();
+        u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
+    }
+
     /// Returns the shard this schedule belongs to among `shard_count` shards.
     ///
     /// A pure function of the id (FNV-1a over its bytes), identical on every node and

@@ -32,11 +32,18 @@ pub struct CronExpr {
 impl CronExpr {
     /// Parses an expression; the error is a lowercase reason suitable for an API message.
     pub fn parse(input: &str) -> Result<Self, String> {
+        Self::parse_seeded(input, 0)
+    }
+
+    /// Parses an expression whose `H` fields (Jenkins-style hashed values: `H`, `H/15`,
+    /// `H(0-29)`, `H(0-29)/10`) take a stable value derived from `seed` (the schedule id),
+    /// so schedules written `H * * * *` spread over the hour instead of all firing at :00.
+    pub fn parse_seeded(input: &str, seed: u64) -> Result<Self, String> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err("must not be empty".into());
         }
-        let expanded = expand_macro(trimmed)?;
+        let expanded = expand_hashes(&expand_macro(trimmed)?, seed)?;
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         let (seconds, rest) = match fields.len() {
             5 => (1u64, &fields[..]),
@@ -122,6 +129,57 @@ impl CronExpr {
 
 fn from_dt(dt: DateTime<Utc>) -> Timestamp {
     Timestamp::from_chrono(dt)
+}
+
+/// Replaces `H` items by their hashed values (see [`CronExpr::parse_seeded`]).
+fn expand_hashes(expr: &str, seed: u64) -> Result<String, String> {
+    if !expr.contains('H') {
+        return Ok(expr.to_owned());
+    }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    // (lo, hi) of each field, 5 or 6 fields (with leading seconds)
+    let ranges: &[(u32, u32)] = if fields.len() == 6 {
+        &[(0, 59), (0, 59), (0, 23), (1, 28), (1, 12), (0, 6)]
+    } else {
+        &[(0, 59), (0, 23), (1, 28), (1, 12), (0, 6)]
+    };
+    if fields.len() != ranges.len() {
+        return Ok(expr.to_owned()); // the field count error comes next
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for (i, (f, (lo, hi))) in fields.iter().zip(ranges).enumerate() {
+        let items: Result<Vec<String>, String> = f.split(',').map(|item| hash_item(item, *lo, *hi, seed, i)).collect();
+        out.push(items?.join(","));
+    }
+    Ok(out.join(" "))
+}
+
+fn hash_item(item: &str, lo: u32, hi: u32, seed: u64, field: usize) -> Result<String, String> {
+    let Some(rest) = item.strip_prefix('H') else { return Ok(item.to_owned()) };
+    let bad = || format!("bad hashed item {item:?} (use H, H/n, H(a-b) or H(a-b)/n)");
+    let (range, step) = match rest.split_once('/') {
+        Some((r, s)) => (r, Some(s.parse::<u32>().map_err(|_| bad())?.max(1))),
+        None => (rest, None),
+    };
+    let (a, b) = if range.is_empty() {
+        (lo, hi)
+    } else {
+        let inner = range.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+        let (a, b) = inner.split_once('-').ok_or_else(bad)?;
+        let (a, b) = (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?);
+        if a > b || a < lo || b > hi {
+            return Err(format!("hashed range {a}-{b} outside {lo}-{hi}"));
+        }
+        (a, b)
+    };
+    let mut h = seed ^ (field as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    Ok(match step {
+        None => (a + (h % u64::from(b - a + 1)) as u32).to_string(),
+        Some(s) => format!("{}-{b}/{s}", a + (h % u64::from(s.min(b - a + 1))) as u32),
+    })
 }
 
 fn expand_macro(s: &str) -> Result<String, String> {

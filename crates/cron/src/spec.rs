@@ -30,10 +30,16 @@ pub struct CompiledSpec {
 impl CompiledSpec {
     /// Validates and compiles a spec. Field paths start at `spec.`.
     pub fn compile(spec: &ScheduleSpec) -> Result<Self, ValidationError> {
+        Self::compile_seeded(spec, 0)
+    }
+
+    /// [`CompiledSpec::compile`] for a given schedule: `seed` (from its id) fixes the values
+    /// of hashed (`H`) cron fields.
+    pub fn compile_seeded(spec: &ScheduleSpec, seed: u64) -> Result<Self, ValidationError> {
         let tz = parse_zone(&spec.time_zone)?;
         let rule = match &spec.kind {
             SpecKind::Cron(expr) => {
-                Rule::Cron(CronExpr::parse(expr).map_err(|r| ValidationError::new("spec.cron", r))?, tz)
+                Rule::Cron(CronExpr::parse_seeded(expr, seed).map_err(|r| ValidationError::new("spec.cron", r))?, tz)
             }
             SpecKind::Interval { every_ms, offset_ms } => {
                 if *every_ms < 1000 {

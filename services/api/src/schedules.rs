@@ -68,8 +68,9 @@ impl Schedules {
         Ok(())
     }
 
-    fn compile(spec: &cronhook_core::ScheduleSpec) -> ApiResult<CompiledSpec> {
-        CompiledSpec::compile(spec).map_err(|e| e.within("schedule").into())
+    /// Compiles the spec of schedule `id` (its id seeds hashed `H` fields).
+    fn compile(spec: &cronhook_core::ScheduleSpec, id: ScheduleId) -> ApiResult<CompiledSpec> {
+        CompiledSpec::compile_seeded(spec, id.seed()).map_err(|e| e.within("schedule").into())
     }
 
     async fn get(&self, id: &str) -> ApiResult<Schedule> {
@@ -127,12 +128,12 @@ impl ScheduleService for Schedules {
         } else {
             String::new()
         };
-        let spec = Self::compile(&def.spec)?;
+        let id = ScheduleId::generate();
+        let spec = Self::compile(&def.spec, id)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let next = spec.next_after(now).ok_or_else(|| {
             ApiError::invalid("schedule.spec", "has no fire time after now (a past one-shot, or end_time passed)")
         })?;
-        let id = ScheduleId::generate();
         let s = Schedule {
             id,
             project_id: self.st.project.clone(),
@@ -210,7 +211,7 @@ impl ScheduleService for Schedules {
         self.check_destinations(&def)?;
         self.seal_headers(&mut def)?;
         def.signing_secrets = current.def.signing_secrets.clone();
-        let spec = Self::compile(&def.spec)?;
+        let spec = Self::compile(&def.spec, current.id)?;
         let now = self.st.stores.ticks.now().await.map_err(ApiError::from)?;
         let mut s = current.clone();
         let spec_changed = def.spec != current.def.spec;
@@ -272,7 +273,7 @@ impl ScheduleService for Schedules {
                 }
                 ScheduleState::Paused => {
                     // Resume continues from now: the ticks skipped while paused do not burst.
-                    let spec = Self::compile(&s.def.spec)?;
+                    let spec = Self::compile(&s.def.spec, s.id)?;
                     s.state = ScheduleState::Active;
                     s.state_reason.clear();
                     Ok(Some(NextFire::Set(spec.next_after(now))))
@@ -338,7 +339,7 @@ impl ScheduleService for Schedules {
                 return Err(ApiError::invalid("overlap_policy", format!("unknown value {}", req.overlap_policy)).into());
             }
         };
-        let spec = Self::compile(&s.def.spec)?;
+        let spec = Self::compile(&s.def.spec, s.id)?;
         let times = spec.fire_times(start, end, MAX + 1);
         if times.len() > MAX {
             return Err(ApiError::invalid("start_time", format!("the range holds more than {MAX} fire times")).into());

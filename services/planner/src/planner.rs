@@ -167,7 +167,7 @@ impl Planner {
     }
 
     fn plan_one(&self, s: &Schedule, now: Timestamp, horizon: Timestamp) -> Option<PlannedSchedule> {
-        match CompiledSpec::compile(&s.def.spec) {
+        match CompiledSpec::compile_seeded(&s.def.spec, s.id.seed()) {
             Ok(spec) => plan_schedule(s, &spec, now, horizon, self.cfg.max_ticks_per_schedule),
             Err(e) => {
                 tracing::error!(schedule_id = %s.id, error = %e, "stored spec no longer compiles; not planning it");

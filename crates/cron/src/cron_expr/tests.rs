@@ -201,3 +201,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hashed_fields_are_stable_per_schedule_and_spread() {
+    let minute = |seed: u64| {
+        let c = CronExpr::parse_seeded("H * * * *", seed).unwrap();
+        c.next_after(ts(2026, 1, 1, 0, 0, 0)).unwrap().to_chrono().unwrap().minute()
+    };
+    assert_eq!(minute(42), minute(42), "the same schedule always gets the same minute");
+    let spread: std::collections::BTreeSet<u32> = (0..200u64).map(|s| minute(s.wrapping_mul(0x9e37_79b9))).collect();
+    assert!(spread.len() > 40, "200 schedules spread over the hour: {} distinct minutes", spread.len());
+    // H/15: every 15 minutes from a hashed offset below 15
+    let c = CronExpr::parse_seeded("H/15 * * * *", 7).unwrap();
+    let t = c.next_after(ts(2026, 1, 1, 0, 0, 0)).unwrap().to_chrono().unwrap().minute();
+    assert!(t < 15);
+    assert_eq!(c.next_after(ts(2026, 1, 1, 0, t, 0)).unwrap().to_chrono().unwrap().minute(), t + 15);
+    // H(0-5) in the hour field stays inside the range
+    for seed in 0..50 {
+        let c = CronExpr::parse_seeded("0 H(0-5) * * *", seed).unwrap();
+        assert!(c.next_after(ts(2026, 1, 1, 12, 0, 0)).unwrap().to_chrono().unwrap().hour() <= 5);
+    }
+    assert!(CronExpr::parse_seeded("H(50-70) * * * *", 1).unwrap_err().contains("outside"));
+    assert!(CronExpr::parse_seeded("Hx * * * *", 1).is_err());
+}
