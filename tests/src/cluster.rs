@@ -96,6 +96,11 @@ pub fn now_ms() -> i64 {
 impl Cluster {
     /// Starts servers, the API, `planners` planners and `workers` workers.
     pub async fn start(planners: usize, workers: usize) -> anyhow::Result<Self> {
+        Self::start_with(planners, workers, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra `CRONHOOK_*` settings for every process.
+    pub async fn start_with(planners: usize, workers: usize, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let pg = PgServer::start().await?;
         let etcd = EtcdServer::start().await?;
         let kafka = TansuServer::start().await?;
@@ -126,6 +131,7 @@ impl Cluster {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
         .collect();
         let api = Cronhook::spawn("api", &["api", "--listen", "127.0.0.1:0"], &env, "listening on ").await?;
         let mut c = Self { pg, etcd, kafka, db_url, sink, api, planners: Vec::new(), workers: Vec::new(), env };

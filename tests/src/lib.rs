@@ -86,6 +86,11 @@ impl Cronhook {
         Ok(Self { child, name: name.to_owned(), api, logs })
     }
 
+    /// Returns the OS process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Returns the log lines (stderr) so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().map(|g| g.clone()).unwrap_or_default()

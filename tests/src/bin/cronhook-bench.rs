@@ -1,0 +1,312 @@
+//! `cronhook-bench`: loads N every-second schedules into a real cronhook (embedded, or
+//! distributed with N planners and M workers as processes on private Postgres, etcd and
+//! Tansu), points them at a built-in sink that records each request's lateness
+//! (receive time minus `webhook-scheduled-at`), runs for a while, and reports deliveries/s,
+//! lateness percentiles, missing and duplicated ticks, CPU and peak RSS per process and
+//! rows written. Human table on stdout, JSON to `--json`. See docs/benchmarks.md.
+//!
+//! Run it through scripts/bench.sh (installs and locates the servers).
+
+#![allow(clippy::unwrap_used)] // a benchmark tool: a panic is a failed run
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use cronhook_e2e::Cronhook;
+use cronhook_e2e::cluster::Cluster;
+use cronhook_proto::v1 as pb;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    /// (webhook-id hash, lateness ms, receive offset ms since start)
+    samples: Mutex<Vec<(u64, i32, u32)>>,
+}
+
+fn parse_args() -> anyhow::Result<HashMap<String, String>> {
+    let mut m = HashMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let k = k.strip_prefix("--").context("arguments are --key value")?.to_owned();
+        let v = it.next().with_context(|| format!("--{k} needs a value"))?;
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+async fn start_sink(sink: Arc<Sink>, t0: Instant) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let sink = sink.clone();
+                    async move {
+                        let now = cronhook_core::Timestamp::now();
+                        let wid =
+                            req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).map(fxhash).unwrap_or(0);
+                        let nominal = req
+                            .headers()
+                            .get("webhook-scheduled-at")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(cronhook_core::Timestamp::parse_rfc3339);
+                        let _ = req.into_body().collect().await;
+                        if let Some(n) = nominal {
+                            let late = now.millis_since(n).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+                            if let Ok(mut s) = sink.samples.lock() {
+                                s.push((wid, late, t0.elapsed().as_millis() as u32));
+                            }
+                        }
+                        sink.received.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}/bench"))
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// (CPU seconds, peak RSS MiB) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0; // utime + stime, in clock ticks (USER_HZ = 100)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm / 1024.0)
+}
+
+fn percentile(sorted: &[i32], p: f64) -> i32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn create_schedules(api: &str, n: usize, url: &str, overlap: pb::OverlapPolicy) -> anyhow::Result<()> {
+    let channel = tonic::transport::Channel::from_shared(api.to_owned())?.connect().await?;
+    let mut tasks = Vec::new();
+    let per = n.div_ceil(8);
+    for w in 0..8 {
+        let mut c = pb::schedule_service_client::ScheduleServiceClient::new(channel.clone());
+        let (url, lo, hi) = (url.to_owned(), w * per, ((w + 1) * per).min(n));
+        tasks.push(tokio::spawn(async move {
+            for i in lo..hi {
+                let mut s = cronhook_e2e::schedule(&format!("bench-{i}"), "* * * * * *", &url);
+                s.overlap_policy = overlap as i32;
+                c.create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Counts runs of the bench window in Postgres or SQLite.
+async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, i64)> {
+    if db.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(db).await?;
+        let (runs,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM runs WHERE trigger = 'scheduled' AND status = 'succeeded' \
+             AND nominal_time >= to_timestamp($1 / 1000.0) AND nominal_time <= to_timestamp($2 / 1000.0)",
+        )
+        .bind(from_ms as f64)
+        .bind(to_ms as f64)
+        .fetch_one(&pool)
+        .await?;
+        let (rows,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM attempts) + (SELECT count(*) FROM ticks)",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        Ok((runs, rows))
+    } else {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{db}")).await?;
+        let (runs,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM runs WHERE trigger = 'scheduled' AND status = 'succeeded' \
+             AND nominal_time >= ?1 AND nominal_time <= ?2",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_one(&pool)
+        .await?;
+        let (rows,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM attempts) + (SELECT count(*) FROM ticks)",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        Ok((runs, rows))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = parse_args()?;
+    let get = |k: &str, d: &str| a.get(k).cloned().unwrap_or_else(|| d.to_owned());
+    let mode = get("mode", "embedded");
+    let n: usize = get("schedules", "1000").parse()?;
+    let duration = humantime::parse_duration(&get("duration", "30s"))?;
+    let warmup = humantime::parse_duration(&get("warmup", "10s"))?;
+    let planners: usize = get("planners", "1").parse()?;
+    let workers: usize = get("workers", "2").parse()?;
+    let overlap = match get("overlap", "allow").as_str() {
+        "allow" => pb::OverlapPolicy::Allow,
+        "skip" => pb::OverlapPolicy::Skip,
+        o => bail!("--overlap {o}: allow or skip"),
+    };
+    let t0 = Instant::now();
+    let sink = Arc::new(Sink::default());
+    let url = start_sink(sink.clone(), t0).await?;
+
+    // keep the servers and processes alive for the whole run
+    let dir = tempfile::tempdir()?;
+    let mut cluster = None;
+    let mut dev = None;
+    let (api, db, procs): (String, String, Vec<(String, u32)>) = match mode.as_str() {
+        "embedded" => {
+            let data = dir.path().to_str().context("temp dir")?.to_owned();
+            let env = [
+                ("CRONHOOK_WORKER_MAX_IN_FLIGHT".to_owned(), "20000".to_owned()),
+                ("CRONHOOK_QUEUE_CAPACITY".to_owned(), "50000".to_owned()),
+            ];
+            let ch =
+                Cronhook::spawn("dev", &["dev", "--data-dir", &data, "--listen", "127.0.0.1:0"], &env, "listening on ")
+                    .await?;
+            let api = ch.api.clone();
+            let pid = ch.pid().context("pid")?;
+            dev = Some(ch);
+            (api, format!("{data}/cronhook.db"), vec![("dev".into(), pid)])
+        }
+        "distributed" => {
+            let extra = [
+                ("CRONHOOK_WORKER_MAX_IN_FLIGHT", "20000"),
+                ("CRONHOOK_KAFKA_PARTITIONS", "12"),
+                ("CRONHOOK_PLANNER_LOOKAHEAD", "2s"),
+                ("CRONHOOK_PLANNER_RECONCILE_GRACE", "30s"),
+                ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "60s"),
+            ];
+            let c = Cluster::start_with(planners, workers, &extra).await?;
+            let mut procs = vec![("api".to_owned(), c.api.pid().context("pid")?)];
+            for p in c.planners.iter().flatten() {
+                procs.push((p.name.clone(), p.pid().context("pid")?));
+            }
+            for w in c.workers.iter().flatten() {
+                procs.push((w.name.clone(), w.pid().context("pid")?));
+            }
+            let (api, db) = (c.api.api.clone(), c.db_url.clone());
+            cluster = Some(c);
+            (api, db, procs)
+        }
+        m => bail!("--mode {m}: embedded or distributed"),
+    };
+    let created = Instant::now();
+    create_schedules(&api, n, &url, overlap).await?;
+    eprintln!("[bench] {n} schedules created in {:?}", created.elapsed());
+
+    let start_ms = cronhook_core::Timestamp::now().as_millis() + warmup.as_millis() as i64;
+    let cpu0: Vec<f64> = {
+        tokio::time::sleep(warmup).await;
+        procs.iter().map(|(_, pid)| proc_usage(*pid).0).collect()
+    };
+    let recv0 = sink.received.load(Ordering::Relaxed);
+    let measure_from = t0.elapsed().as_millis() as u32;
+    tokio::time::sleep(duration).await;
+    let measure_to = t0.elapsed().as_millis() as u32;
+    let recv1 = sink.received.load(Ordering::Relaxed);
+    let end_ms = cronhook_core::Timestamp::now().as_millis() - 3_000; // ticks of the last seconds may be in flight
+    let usage: Vec<(String, f64, f64)> = procs
+        .iter()
+        .zip(&cpu0)
+        .map(|((name, pid), c0)| {
+            let (c, rss) = proc_usage(*pid);
+            (name.clone(), c - c0, rss)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await; // let the window's deliveries land
+
+    let samples = sink.samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut late: Vec<i32> = samples.iter().filter(|s| s.2 >= measure_from && s.2 < measure_to).map(|s| s.1).collect();
+    late.sort_unstable();
+    let mut per_id: HashMap<u64, u32> = HashMap::new();
+    for s in &samples {
+        *per_id.entry(s.0).or_default() += 1;
+    }
+    let duplicates = per_id.values().filter(|c| **c > 1).count();
+    let seconds = ((end_ms / 1000) - ((start_ms + 999) / 1000) + 1).max(0);
+    let expected = seconds * n as i64;
+    let (runs, rows) = count_runs(&db, (start_ms + 999) / 1000 * 1000, end_ms / 1000 * 1000).await?;
+    let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
+    let report = json!({
+        "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "planners": planners, "workers": workers,
+        "overlap": get("overlap", "allow"),
+        "deliveries_per_s": rate.round(),
+        "lateness_ms": {
+            "p50": percentile(&late, 0.50), "p90": percentile(&late, 0.90), "p99": percentile(&late, 0.99),
+            "p999": percentile(&late, 0.999), "max": late.last().copied().unwrap_or(0), "samples": late.len(),
+        },
+        "ticks_expected": expected, "runs_found": runs, "missing": (expected - runs).max(0),
+        "duplicate_sends": duplicates, "rows_in_database": rows,
+        "processes": usage.iter().map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()})).collect::<Vec<_>>(),
+    });
+    println!(
+        "cronhook bench: {mode}, {n} every-second schedules, {}s measured after {}s warm-up",
+        duration.as_secs(),
+        warmup.as_secs()
+    );
+    println!("  deliveries/s        {rate:.0}");
+    println!(
+        "  lateness ms         p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        report["lateness_ms"]["p50"],
+        report["lateness_ms"]["p90"],
+        report["lateness_ms"]["p99"],
+        report["lateness_ms"]["p999"],
+        report["lateness_ms"]["max"]
+    );
+    println!(
+        "  ticks expected      {expected}, runs found {runs}, missing {}, duplicate sends {duplicates}",
+        (expected - runs).max(0)
+    );
+    println!("  rows in database    {rows}");
+    for (name, cpu, rss) in &usage {
+        println!("  {name:<12} cpu {cpu:>6.1} s over the window, peak RSS {rss:>6.0} MiB");
+    }
+    if let Some(path) = a.get("json") {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    drop(dev);
+    drop(cluster);
+    if a.get("check").is_some_and(|v| v == "true") && ((expected - runs) > 0 || duplicates > 0) {
+        bail!("missing or duplicated ticks");
+    }
+    Ok(())
+}
