@@ -153,3 +153,129 @@ async fn overlap_skip_keeps_runs_of_a_slow_target_apart() {
     println!("{} runs, {} ticks skipped for overlap", list.len(), skipped.len());
     ch.interrupt().await.unwrap();
 }
+
+fn at(t: &Option<prost_types::Timestamp>) -> i64 {
+    cronhook_proto::from_timestamp(t.as_ref().unwrap()).as_millis()
+}
+
+/// After an outage the ticks of the downtime fire oldest first, paced by the planner
+/// (here 2 per second), with their nominal times kept; none is missed or doubled.
+#[tokio::test]
+async fn catchup_after_downtime_is_paced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = WebhookSink::start().await.unwrap();
+    let args = ["dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let env = [
+        ("CRONHOOK_PLANNER_CATCHUP_RATE".to_owned(), "2".to_owned()),
+        ("CRONHOOK_PLANNER_CATCHUP_LATE_AFTER".to_owned(), "2s".to_owned()),
+    ];
+    let first = Cronhook::spawn("cronhook", &args, &env, "listening on ").await.unwrap();
+    let mut def = schedule("catchup", "* * * * * *", &sink.url("/c"));
+    def.overlap_policy = pb::OverlapPolicy::Allow as i32;
+    let id = first
+        .schedules()
+        .await
+        .unwrap()
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+        .id;
+    sink.wait_for_count(2, Duration::from_secs(30)).await.unwrap();
+    first.kill9().await.unwrap();
+    let killed_at = cronhook_core::Timestamp::now().as_millis();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let second = Cronhook::spawn("cronhook", &args, &env, "listening on ").await.unwrap();
+    let restarted_at = cronhook_core::Timestamp::now().as_millis();
+
+    // every tick of the downtime more than 2 s late at restart is catch-up, except those
+    // the first process had planned ahead (its lookahead) before the kill
+    let late: Vec<i64> = ((killed_at + 3_000) / 1000 + 1..(restarted_at - 2_000) / 1000).map(|s| s * 1000).collect();
+    assert!(late.len() >= 3, "downtime long enough: {late:?}");
+    let caught_up = wait_for("the downtime's ticks delivered", Duration::from_secs(60), || {
+        let (api, id, late) = (second.api.clone(), id.clone(), late.clone());
+        async move {
+            let t = ticks(&api, &id, Some(pb::TickOutcome::Delivered)).await;
+            let c: Vec<pb::LedgerTick> = t.into_iter().filter(|t| late.contains(&at(&t.nominal_time))).collect();
+            (c.len() == late.len()).then_some(c)
+        }
+    })
+    .await
+    .unwrap();
+    let mut fires: Vec<(i64, i64)> = caught_up.iter().map(|t| (at(&t.nominal_time), at(&t.fire_time))).collect();
+    fires.sort();
+    assert!(fires.iter().all(|(n, f)| f > n), "paced later than nominal: {fires:?}");
+    for w in fires.windows(2) {
+        assert!(w[1].1 - w[0].1 >= 500, "at most 2 per second, oldest first: {fires:?}");
+    }
+    let missed = ticks(&second.api, &id, Some(pb::TickOutcome::Missed)).await;
+    assert!(missed.is_empty(), "inside the catch-up window nothing is missed");
+    let received = sink.received();
+    let mut ids: Vec<&str> = received.iter().filter_map(|r| r.header("webhook-id")).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert!(n - ids.len() <= 1, "at most the send in flight at the kill repeats");
+    println!("{} catch-up ticks paced over {} ms", fires.len(), fires[fires.len() - 1].1 - fires[0].1);
+    second.interrupt().await.unwrap();
+}
+
+/// start and end bound the fire times; the rule's times before the start and the first at
+/// the end are in the ledger as skipped, and the schedule completes.
+#[tokio::test]
+async fn start_and_end_bound_the_runs_and_the_ledger_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = WebhookSink::start().await.unwrap();
+    let ch =
+        Cronhook::start(&["dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).await.unwrap();
+    let now = cronhook_core::Timestamp::now().as_millis() / 1000 * 1000;
+    let (start, end) = (now + 4_000, now + 7_000);
+    let mut def = schedule("bounded", "* * * * * *", &sink.url("/b"));
+    let spec = def.spec.as_mut().unwrap();
+    spec.start_time = Some(cronhook_proto::timestamp(cronhook_core::Timestamp::from_millis(start)));
+    spec.end_time = Some(cronhook_proto::timestamp(cronhook_core::Timestamp::from_millis(end)));
+    def.overlap_policy = pb::OverlapPolicy::Allow as i32;
+    let mut s = ch.schedules().await.unwrap();
+    let id = s
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+        .id;
+    let done = wait_for("the schedule completes", Duration::from_secs(30), || {
+        let (mut s, id) = (s.clone(), id.clone());
+        async move {
+            let got = s.get_schedule(pb::GetScheduleRequest { id }).await.ok()?.into_inner();
+            (got.state == pb::ScheduleState::Completed as i32).then_some(got)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.state, pb::ScheduleState::Completed as i32);
+    let delivered = wait_for("3 runs delivered", Duration::from_secs(30), || {
+        let (api, id) = (ch.api.clone(), id.clone());
+        async move {
+            let t = ticks(&api, &id, Some(pb::TickOutcome::Delivered)).await;
+            (t.len() == 3).then_some(t)
+        }
+    })
+    .await
+    .unwrap();
+    let mut times: Vec<i64> = delivered.iter().map(|t| at(&t.nominal_time)).collect();
+    times.sort();
+    assert_eq!(times, vec![start, start + 1000, start + 2000], "from start, end exclusive");
+    let skipped = ticks(&ch.api, &id, Some(pb::TickOutcome::Skipped)).await;
+    let mut before: Vec<i64> =
+        skipped.iter().filter(|t| t.reason == "before_start").map(|t| at(&t.nominal_time)).collect();
+    before.sort();
+    assert!(!before.is_empty() && before.iter().all(|t| *t < start), "{before:?}");
+    assert_eq!(*before.last().unwrap(), start - 1000, "up to the start");
+    let after: Vec<i64> = skipped.iter().filter(|t| t.reason == "after_end").map(|t| at(&t.nominal_time)).collect();
+    assert_eq!(after, vec![end], "the first fire time at the end");
+    assert_eq!(sink.received().len(), 3);
+    ch.interrupt().await.unwrap();
+}

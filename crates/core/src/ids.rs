@@ -108,6 +108,17 @@ impl TickId {
         Self(Uuid::new_v5(&TICK_NAMESPACE, &name))
     }
 
+    /// Returns the id of a ledger-only record of `schedule` at `at`: a fire time of the
+    /// rule that lies outside the schedule's start and end. Never the id of a real tick,
+    /// so extending the end later cannot collide with it.
+    pub fn outside_bounds(schedule: ScheduleId, at: Timestamp) -> Self {
+        let mut name = [0u8; 25];
+        name[0] = b'b';
+        name[1..17].copy_from_slice(schedule.0.as_bytes());
+        name[17..].copy_from_slice(&at.as_millis().to_be_bytes());
+        Self(Uuid::new_v5(&TICK_NAMESPACE, &name))
+    }
+
     /// Returns the id of a manual trigger of `schedule`. `request` makes it unique per
     /// call (a random UUID, or a client's idempotency key).
     pub fn manual(schedule: ScheduleId, request: Uuid) -> Self {

@@ -76,14 +76,7 @@ impl CompiledSpec {
             Some(s) if s > t => s.add_millis(-1),
             _ => t,
         };
-        let next = match &self.rule {
-            Rule::Cron(c, tz) => zoned_next_after(c, *tz, from)?.0,
-            Rule::Interval { every_ms, offset_ms } => {
-                let k = (from.as_millis() - offset_ms).div_euclid(*every_ms) + 1;
-                Timestamp::from_millis(k.checked_mul(*every_ms)?.checked_add(*offset_ms)?)
-            }
-            Rule::At(at) => (*at > from).then_some(*at)?,
-        };
+        let next = self.rule_next_after(from)?;
         if next.millis_since(t) > MAX_SEARCH_YEARS * YEAR_MS {
             return None;
         }
@@ -91,6 +84,30 @@ impl CompiledSpec {
             Some(e) if next >= e => None,
             _ => Some(next),
         }
+    }
+
+    /// Returns the rule's first fire time strictly after `t`, ignoring the spec's start and
+    /// end (what would have fired; the ledger records such times as skipped).
+    pub fn rule_next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let next = match &self.rule {
+            Rule::Cron(c, tz) => zoned_next_after(c, *tz, t)?.0,
+            Rule::Interval { every_ms, offset_ms } => {
+                let k = (t.as_millis() - offset_ms).div_euclid(*every_ms) + 1;
+                Timestamp::from_millis(k.checked_mul(*every_ms)?.checked_add(*offset_ms)?)
+            }
+            Rule::At(at) => (*at > t).then_some(*at)?,
+        };
+        (next.millis_since(t) <= MAX_SEARCH_YEARS * YEAR_MS).then_some(next)
+    }
+
+    /// Returns the spec's start, if it has one.
+    pub fn start(&self) -> Option<Timestamp> {
+        self.start
+    }
+
+    /// Returns the spec's end, if it has one.
+    pub fn end(&self) -> Option<Timestamp> {
+        self.end
     }
 
     /// Returns the first fire time at or after `t`.

@@ -96,9 +96,10 @@ pub trait TickStore: Send + Sync + 'static {
     /// returns `false` when a tick with its id exists already (nothing changes).
     async fn insert_tick(&self, tick: &Tick) -> Result<bool>;
 
-    /// Returns up to `limit` ticks of `shards` in state `planned` (the outbox), oldest first,
-    /// rebuilt with their schedule's current request.
-    async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>>;
+    /// Returns up to `limit` ticks of `shards` in state `planned` (the outbox) whose fire
+    /// time is at or before `until`, oldest first, rebuilt with their schedule's current
+    /// request.
+    async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>>;
 
     /// Returns up to `limit` ticks of `shards` in state `published` since before `before`
     /// with no run row: candidates for republication (reconciliation).

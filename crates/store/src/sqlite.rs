@@ -612,12 +612,14 @@ impl TickStore for SqliteStore {
         insert_tick_in(&self.pool, t).await
     }
 
-    async fn ticks_to_publish(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
+    async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' ORDER BY t.fire_time LIMIT ?2"
+             WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' AND t.fire_time <= ?2 \
+             ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
+        .bind(until.as_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -732,103 +734,148 @@ fn id_json(ids: &[TickId]) -> String {
     format!("[{}]", list.join(","))
 }
 
+async fn begin_run_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tick: &Tick,
+    run_id: RunId,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> Result<BeginRun> {
+    let inserted = sqlx::query(safe(format!(
+        "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+         created_at, shard, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10) \
+         ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
+    )))
+    .bind(tick.project_id.as_str())
+    .bind(run_id.to_string())
+    .bind(tick.id.to_string())
+    .bind(tick.schedule_id.to_string())
+    .bind(tick.nominal_time.as_millis())
+    .bind(tick.schedule_version)
+    .bind(tick.trigger.as_str())
+    .bind(now.as_millis())
+    .bind(i64::from(tick.shard))
+    .bind(lease_until.as_millis())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(r) = inserted {
+        return Ok(BeginRun::Started(run_row(&r)?));
+    }
+    // Taking over an unfinished run renews its lease; a final one is left alone.
+    sqlx::query(
+        "UPDATE runs SET lease_until = ?2 WHERE tick_id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(tick.id.to_string())
+    .bind(lease_until.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
+        .bind(tick.id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    let run = run_row(&r)?;
+    Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
+}
+
+async fn record_attempt_in(tx: &mut sqlx::Transaction<'_, Sqlite>, rec: &AttemptRecord) -> Result<()> {
+    let a = &rec.attempt;
+    sqlx::query(
+        "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
+         request_body_size, request_body_sha256, response_status, response_headers, response_body, \
+         response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
+         ON CONFLICT (run_id, number) DO NOTHING",
+    )
+    .bind(rec.project_id.as_str())
+    .bind(a.run_id.to_string())
+    .bind(i64::from(a.number))
+    .bind(a.started_at.as_millis())
+    .bind(a.duration_ms)
+    .bind(&a.method)
+    .bind(&a.url)
+    .bind(to_json(&a.request_headers)?)
+    .bind(a.request_body_size as i64)
+    .bind(&a.request_body_sha256)
+    .bind(a.response_status.map(i64::from))
+    .bind(to_json(&a.response_headers)?)
+    .bind(&a.response_body)
+    .bind(a.response_body_truncated)
+    .bind(&a.error_code)
+    .bind(&a.error_message)
+    .bind(a.lateness_ms)
+    .bind(a.timing.dns_ms)
+    .bind(a.timing.connect_ms)
+    .bind(a.timing.ttfb_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE runs SET status = ?2, attempt_count = MAX(attempt_count, ?3), http_status = ?4, \
+         last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8, \
+         parked = ?9, lease_until = ?10 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(a.run_id.to_string())
+    .bind(rec.status.as_str())
+    .bind(i64::from(a.number))
+    .bind(a.response_status.map(i64::from))
+    .bind(last_error(a))
+    .bind(a.started_at.as_millis())
+    .bind(i64_opt(rec.finished_at))
+    .bind(i64_opt(rec.next_attempt_at))
+    .bind(rec.park && rec.next_attempt_at.is_some())
+    .bind(i64_opt(rec.lease_until))
+    .execute(&mut **tx)
+    .await?;
+    if let Some(state) = tick_state_for(rec.status) {
+        sqlx::query("UPDATE ticks SET state = ?2, updated_at = ?3 WHERE id = ?1")
+            .bind(rec.tick_id.to_string())
+            .bind(state)
+            .bind(Timestamp::now().as_millis())
+            .execute(&mut **tx)
+            .await?;
+    }
+    apply_effects(tx, rec).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
-        let inserted = sqlx::query(safe(format!(
-            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10) \
-             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
-        )))
-        .bind(tick.project_id.as_str())
-        .bind(run_id.to_string())
-        .bind(tick.id.to_string())
-        .bind(tick.schedule_id.to_string())
-        .bind(tick.nominal_time.as_millis())
-        .bind(tick.schedule_version)
-        .bind(tick.trigger.as_str())
-        .bind(now.as_millis())
-        .bind(i64::from(tick.shard))
-        .bind(lease_until.as_millis())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = inserted {
-            return Ok(BeginRun::Started(run_row(&r)?));
+        let mut tx = self.write_tx().await?;
+        let out = begin_run_in(&mut tx, tick, run_id, now, lease_until).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One write transaction for the whole batch: SQLite has one writer, so a transaction
+    /// per run would queue every worker task behind the write lock.
+    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
+        let mut tx = match self.write_tx().await {
+            Ok(tx) => tx,
+            Err(e) => return items.iter().map(|_| Err(Error::Corrupt(format!("batched begin_run: {e}")))).collect(),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (t, id, lease) in items {
+            out.push(begin_run_in(&mut tx, t, *id, now, *lease).await);
         }
-        // Taking over an unfinished run renews its lease; a final one is left alone.
-        sqlx::query(
-            "UPDATE runs SET lease_until = ?2 WHERE tick_id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(tick.id.to_string())
-        .bind(lease_until.as_millis())
-        .execute(&self.pool)
-        .await?;
-        let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
-            .bind(tick.id.to_string())
-            .fetch_one(&self.pool)
-            .await?;
-        let run = run_row(&r)?;
-        Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
+        match tx.commit().await {
+            Ok(()) => out,
+            Err(e) => items.iter().map(|_| Err(Error::Corrupt(format!("batched begin_run commit: {e}")))).collect(),
+        }
     }
 
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
-        let a = &rec.attempt;
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
-             request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
-             ON CONFLICT (run_id, number) DO NOTHING",
-        )
-        .bind(rec.project_id.as_str())
-        .bind(a.run_id.to_string())
-        .bind(i64::from(a.number))
-        .bind(a.started_at.as_millis())
-        .bind(a.duration_ms)
-        .bind(&a.method)
-        .bind(&a.url)
-        .bind(to_json(&a.request_headers)?)
-        .bind(a.request_body_size as i64)
-        .bind(&a.request_body_sha256)
-        .bind(a.response_status.map(i64::from))
-        .bind(to_json(&a.response_headers)?)
-        .bind(&a.response_body)
-        .bind(a.response_body_truncated)
-        .bind(&a.error_code)
-        .bind(&a.error_message)
-        .bind(a.lateness_ms)
-        .bind(a.timing.dns_ms)
-        .bind(a.timing.connect_ms)
-        .bind(a.timing.ttfb_ms)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE runs SET status = ?2, attempt_count = MAX(attempt_count, ?3), http_status = ?4, \
-             last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8, \
-             parked = ?9, lease_until = ?10 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(a.run_id.to_string())
-        .bind(rec.status.as_str())
-        .bind(i64::from(a.number))
-        .bind(a.response_status.map(i64::from))
-        .bind(last_error(a))
-        .bind(a.started_at.as_millis())
-        .bind(i64_opt(rec.finished_at))
-        .bind(i64_opt(rec.next_attempt_at))
-        .bind(rec.park && rec.next_attempt_at.is_some())
-        .bind(i64_opt(rec.lease_until))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(state) = tick_state_for(rec.status) {
-            sqlx::query("UPDATE ticks SET state = ?2, updated_at = ?3 WHERE id = ?1")
-                .bind(rec.tick_id.to_string())
-                .bind(state)
-                .bind(Timestamp::now().as_millis())
-                .execute(&mut *tx)
-                .await?;
+        record_attempt_in(&mut tx, rec).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// All attempts in one write transaction (all or nothing).
+    async fn record_attempts(&self, recs: &[AttemptRecord]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for r in recs {
+            record_attempt_in(&mut tx, r).await?;
         }
-        apply_effects(&mut tx, rec).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -114,6 +114,9 @@ fn schedule(name: &str, next: Option<Timestamp>) -> Schedule {
     }
 }
 
+/// A fire-time bound past every tick of these tests.
+const FAR: Timestamp = Timestamp::from_millis(4_102_444_800_000);
+
 fn ms(v: i64) -> Timestamp {
     Timestamp::from_millis(v)
 }
@@ -290,7 +293,7 @@ async fn plan_commit_is_idempotent_and_fenced(st: Stores) {
     p.ticks[0].reason = Some("outside catch-up window".into());
     let out = st.ticks.commit_plan(m.shard, 9, &[p]).await.unwrap();
     assert!(out.new_ticks.is_empty());
-    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().iter().all(|t| t.schedule_id != m.id));
+    assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().all(|t| t.schedule_id != m.id));
 }
 
 async fn outbox_publish_and_reconcile(st: Stores) {
@@ -300,11 +303,14 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
     st.ticks.commit_plan(s.shard, 1, &[plan(&s, &[5_000, 6_000, 7_000], Some(8_000))]).await.unwrap();
 
-    let pending = st.ticks.ticks_to_publish(&all, 100).await.unwrap();
+    let pending = st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap();
     assert_eq!(pending.len(), 3);
+    let due: Vec<Timestamp> =
+        st.ticks.ticks_to_publish(&all, ms(6_000), 100).await.unwrap().iter().map(|t| t.fire_time).collect();
+    assert_eq!(due, vec![ms(5_000), ms(6_000)], "only ticks whose fire time is due by `until`");
     assert_eq!(pending[0], tick_of(&s, ms(5_000)), "a tick is rebuilt with its schedule's request");
     st.ticks.mark_published(&[pending[0].id, pending[1].id], ms(100_000)).await.unwrap();
-    assert_eq!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().len(), 1);
+    assert_eq!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().len(), 1);
 
     // published with no run: reconciliation candidates once the grace period passed
     assert!(st.ticks.ticks_without_run(&all, ms(100_000), 100).await.unwrap().is_empty());
@@ -497,7 +503,7 @@ async fn delete_cancels_open_ticks(st: Stores) {
     assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 2);
     st.schedules.delete_schedule(&project(), s.id, None).await.unwrap();
     assert!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().is_empty());
-    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().is_empty());
+    assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().is_empty());
 }
 
 async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
@@ -786,7 +792,7 @@ async fn overlap_policies_are_race_free(st: Stores) {
     st.runs.record_attempt(&done).await.unwrap();
     assert_eq!(state(b1.id).await.unwrap().0, TickState::Planned, "released to the outbox");
     let all: Vec<u32> = (0..SHARDS).collect();
-    assert!(st.ticks.ticks_to_publish(&all, 100).await.unwrap().iter().any(|t| t.id == b1.id));
+    assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().any(|t| t.id == b1.id));
     let BeginRun::Started(r1) = st.runs.begin_run_exclusive(&b1, RunId::generate(), ms(4), lease).await.unwrap() else {
         panic!("the released tick runs")
     };

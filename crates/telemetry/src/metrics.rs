@@ -88,6 +88,12 @@ pub struct Metrics {
     pub ticks_skipped_paused: Counter,
     /// Ticks skipped by the overlap policy (the previous run still going).
     pub ticks_skipped_overlap: Counter,
+    /// Rule fire times before the schedule's start, recorded as skipped.
+    pub ticks_skipped_before_start: Counter,
+    /// Rule fire times at or after the schedule's end, recorded as skipped.
+    pub ticks_skipped_after_end: Counter,
+    /// Catch-up ticks whose fire time the planner's pace moved later.
+    pub ticks_paced: Counter,
     /// Ticks published to the queue (including republications).
     pub ticks_published: Counter,
     /// Ticks republished by reconciliation (published, no run after the grace period).
@@ -123,6 +129,17 @@ fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
 }
 
 impl Metrics {
+    /// Counts a tick recorded as skipped by the planner, by its ledger reason.
+    pub fn skipped(&self, reason: &str) {
+        match reason {
+            "paused" => self.ticks_skipped_paused.inc(),
+            "before_start" => self.ticks_skipped_before_start.inc(),
+            "after_end" => self.ticks_skipped_after_end.inc(),
+            "overlap" => self.ticks_skipped_overlap.inc(),
+            _ => {}
+        }
+    }
+
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
@@ -136,9 +153,18 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP cronhook_ticks_skipped_total Ticks recorded as skipped, by reason.\n# TYPE cronhook_ticks_skipped_total counter\n\
-             cronhook_ticks_skipped_total{{reason=\"paused\"}} {}\ncronhook_ticks_skipped_total{{reason=\"overlap\"}} {}",
+             cronhook_ticks_skipped_total{{reason=\"paused\"}} {}\ncronhook_ticks_skipped_total{{reason=\"overlap\"}} {}\n\
+             cronhook_ticks_skipped_total{{reason=\"before_start\"}} {}\ncronhook_ticks_skipped_total{{reason=\"after_end\"}} {}",
             self.ticks_skipped_paused.get(),
-            self.ticks_skipped_overlap.get()
+            self.ticks_skipped_overlap.get(),
+            self.ticks_skipped_before_start.get(),
+            self.ticks_skipped_after_end.get()
+        );
+        counter(
+            &mut o,
+            "cronhook_ticks_paced_total",
+            "Catch-up ticks whose fire time the planner's pace moved later.",
+            self.ticks_paced.get(),
         );
         counter(
             &mut o,

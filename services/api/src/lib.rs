@@ -45,7 +45,7 @@ impl Default for ApiConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             max_body_bytes: 256 * 1024,
-            default_catchup_window: Duration::from_secs(60),
+            default_catchup_window: Duration::from_secs(300),
         }
     }
 }

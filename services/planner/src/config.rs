@@ -13,6 +13,12 @@ pub struct PlannerConfig {
     /// Pause between planning passes when there is nothing more to do.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Catch-up pace: ticks found later than `catchup_late_after` (after an outage) are
+    /// fired at most this many per second by this planner, oldest first; 0 is unpaced.
+    pub catchup_rate: u32,
+    /// A tick this late when planned is catch-up (below it, it is ordinary lateness).
+    #[serde(with = "humantime_serde")]
+    pub catchup_late_after: Duration,
     /// Schedules read per query.
     pub batch_size: u32,
     /// Most ticks one schedule gets per pass (a long backlog drains over several passes).
@@ -41,6 +47,8 @@ impl Default for PlannerConfig {
         Self {
             lookahead: Duration::from_secs(2),
             poll_interval: Duration::from_millis(200),
+            catchup_rate: 500,
+            catchup_late_after: Duration::from_secs(5),
             batch_size: 500,
             max_ticks_per_schedule: 1000,
             publish_batch: 1000,

@@ -4,8 +4,16 @@
 //! on, strictly increasing, none after the horizon; those older than the catch-up window
 //! are recorded as missed, never fired; the new next fire time is the first fire time not
 //! covered, so consecutive passes neither skip nor repeat a fire time.
+//!
+//! The ledger also gets the rule's fire times the spec's bounds cut off: those between the
+//! last change of the schedule and its start (at most [`MAX_BOUND_RECORDS`], written with
+//! the first real tick), and the first one at or after its end (written when the schedule
+//! completes), each `skipped` with reason `before_start` / `after_end`.
 
 use cronhook_core::{Schedule, ScheduleId, ScheduleState, TickId, TickState, Timestamp};
+
+/// Most `before_start` records one schedule gets (a far start must not flood the ledger).
+pub const MAX_BOUND_RECORDS: usize = 100;
 use cronhook_cron::CompiledSpec;
 use cronhook_store::{PlannedSchedule, PlannedTick};
 
@@ -23,11 +31,12 @@ pub fn plan_schedule(
         return None;
     }
     let oldest_allowed = now.add_millis(-s.def.catchup_window_ms);
-    let mut ticks = Vec::new();
+    let mut ticks = before_start(s, spec, start);
+    let bound_records = ticks.len();
     let mut runs_left = s.runs_left;
     let mut cur = Some(start);
     while let Some(t) = cur {
-        if t > horizon || ticks.len() >= max_ticks || runs_left == Some(0) {
+        if t > horizon || ticks.len() - bound_records >= max_ticks || runs_left == Some(0) {
             break;
         }
         let next = spec.next_after(t);
@@ -63,6 +72,9 @@ pub fn plan_schedule(
             });
             runs_left = runs_left.map(|n| n.saturating_sub(1));
         }
+        if next.is_none() {
+            ticks.extend(after_end(s, spec, t));
+        }
         cur = next;
     }
     let new_next = if runs_left == Some(0) { None } else { cur };
@@ -75,6 +87,84 @@ pub fn plan_schedule(
         runs_left,
         ticks,
     })
+}
+
+fn bound_record(s: &Schedule, t: Timestamp, reason: &str) -> PlannedTick {
+    PlannedTick {
+        id: TickId::outside_bounds(s.id, t),
+        nominal_time: t,
+        fire_time: t,
+        state: TickState::Skipped,
+        reason: Some(reason.into()),
+    }
+}
+
+/// The rule's fire times from the schedule's last change up to its start, when `first` is
+/// the first fire time of the spec (so they are written once).
+fn before_start(s: &Schedule, spec: &CompiledSpec, first: Timestamp) -> Vec<PlannedTick> {
+    let Some(start) = spec.start() else { return Vec::new() };
+    if s.updated_at >= start || spec.first_at_or_after(start) != Some(first) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = spec.rule_next_after(s.updated_at.add_millis(-1));
+    while let Some(t) = cur {
+        if t >= start || out.len() >= MAX_BOUND_RECORDS {
+            break;
+        }
+        out.push(bound_record(s, t, "before_start"));
+        cur = spec.rule_next_after(t);
+    }
+    out
+}
+
+/// The rule's first fire time at or after the end, when `last` was the spec's last one.
+fn after_end(s: &Schedule, spec: &CompiledSpec, last: Timestamp) -> Option<PlannedTick> {
+    let end = spec.end()?;
+    let t = spec.rule_next_after(last)?;
+    (t >= end).then(|| bound_record(s, t, "after_end"))
+}
+
+/// Paces catch-up: ticks planned later than `late_after` behind their fire time are given
+/// fire times at most `rate` per second apart, oldest first, starting now, so a long outage
+/// does not become a stampede on the targets. On-time ticks are never touched.
+/// The pace is per planner node; the outbox publishes a tick only once its (paced) fire
+/// time is within the lookahead, so paced ticks wait in the database, not in memory.
+#[derive(Debug, Clone)]
+pub struct CatchupPacer {
+    interval_us: i64,
+    late_after_ms: i64,
+    next_slot_us: i64,
+}
+
+impl CatchupPacer {
+    /// `rate` ticks per second; 0 disables pacing.
+    pub fn new(rate: u32, late_after_ms: i64) -> Self {
+        let interval_us = if rate == 0 { 0 } else { (1_000_000 / i64::from(rate)).max(1) };
+        Self { interval_us, late_after_ms, next_slot_us: 0 }
+    }
+
+    /// Gives the late ticks of `ticks` their paced fire times; returns how many moved.
+    pub fn pace(&mut self, now: Timestamp, ticks: &mut [PlannedTick]) -> usize {
+        if self.interval_us == 0 {
+            return 0;
+        }
+        let now_us = now.as_millis() * 1000;
+        let mut moved = 0;
+        for t in ticks.iter_mut() {
+            if t.state != TickState::Planned || now.millis_since(t.fire_time) <= self.late_after_ms {
+                continue;
+            }
+            let slot_us = self.next_slot_us.max(now_us);
+            self.next_slot_us = slot_us + self.interval_us;
+            let slot = Timestamp::from_millis(slot_us / 1000);
+            if slot > t.fire_time {
+                t.fire_time = slot;
+                moved += 1;
+            }
+        }
+        moved
+    }
 }
 
 /// Deterministic jitter: a hash of (schedule id, nominal time) below `max_ms + 1`, never

@@ -10,7 +10,7 @@ use cronhook_store::{Error as StoreError, PlannedSchedule, TickStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::plan_schedule;
+use crate::plan::{CatchupPacer, plan_schedule};
 use crate::{Error, PlannerConfig};
 
 /// Plans the shards this node owns. See the crate docs for the protocol.
@@ -23,6 +23,7 @@ pub struct Planner {
     metrics: Arc<Metrics>,
     /// shard -> epoch, for shards whose claim the store accepted.
     claimed: BTreeMap<u32, i64>,
+    pacer: CatchupPacer,
 }
 
 impl Planner {
@@ -35,7 +36,8 @@ impl Planner {
         cfg: PlannerConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, publisher, leases, owner, cfg, metrics, claimed: BTreeMap::new() }
+        let pacer = CatchupPacer::new(cfg.catchup_rate, cfg.catchup_late_after.as_millis() as i64);
+        Self { store, publisher, leases, owner, cfg, metrics, claimed: BTreeMap::new(), pacer }
     }
 
     /// Plans until `cancel` fires, then resigns every shard. Store errors are logged and
@@ -132,7 +134,9 @@ impl Planner {
 
         let mut by_shard: HashMap<u32, Vec<PlannedSchedule>> = HashMap::new();
         for s in &due {
-            if let Some(p) = self.plan_one(s, now, horizon) {
+            if let Some(mut p) = self.plan_one(s, now, horizon) {
+                let paced = self.pacer.pace(now, &mut p.ticks);
+                self.metrics.ticks_paced.add(paced as u64);
                 by_shard.entry(s.shard).or_default().push(p);
             }
         }
@@ -145,12 +149,11 @@ impl Planner {
                         .flat_map(|p| &p.ticks)
                         .filter(|t| t.state == cronhook_core::TickState::Missed)
                         .count();
-                    let skipped: usize = plans
-                        .iter()
-                        .flat_map(|p| &p.ticks)
-                        .filter(|t| t.state == cronhook_core::TickState::Skipped)
-                        .count();
-                    self.metrics.ticks_skipped_paused.add(skipped as u64);
+                    for t in plans.iter().flat_map(|p| &p.ticks) {
+                        if t.state == cronhook_core::TickState::Skipped {
+                            self.metrics.skipped(t.reason.as_deref().unwrap_or_default());
+                        }
+                    }
                     self.metrics.ticks_planned.add(out.new_ticks.len() as u64);
                     self.metrics.ticks_missed.add(missed as u64);
                     if missed > 0 {
@@ -161,7 +164,7 @@ impl Planner {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.publish_outbox(&shards, cancel).await?;
+        self.publish_outbox(&shards, horizon, cancel).await?;
         self.dispatch_retries(&shards, now, horizon).await?;
         Ok(full)
     }
@@ -182,9 +185,15 @@ impl Planner {
         self.claimed.remove(&shard);
     }
 
-    async fn publish_outbox(&mut self, shards: &[u32], cancel: &CancellationToken) -> Result<(), Error> {
+    /// Publishes planned ticks due within the lookahead (paced catch-up ticks wait here).
+    async fn publish_outbox(
+        &mut self,
+        shards: &[u32],
+        horizon: Timestamp,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
         loop {
-            let ticks = self.store.ticks_to_publish(shards, self.cfg.publish_batch).await?;
+            let ticks = self.store.ticks_to_publish(shards, horizon, self.cfg.publish_batch).await?;
             if ticks.is_empty() || cancel.is_cancelled() {
                 return Ok(());
             }

@@ -503,7 +503,7 @@ async fn a_failed_run_notifies_once_through_the_outbox() {
 
     // the run.failed event waits in the outbox, with its own request, for the planner
     let all: Vec<u32> = (0..4).collect();
-    let outbox = e.stores.ticks.ticks_to_publish(&all, 10).await.unwrap();
+    let outbox = e.stores.ticks.ticks_to_publish(&all, Timestamp::from_millis(4_102_444_800_000), 10).await.unwrap();
     assert_eq!(outbox.len(), 1);
     let n = &outbox[0];
     assert_eq!(n.trigger, TriggerKind::Notification);
@@ -535,7 +535,10 @@ async fn a_failed_run_notifies_once_through_the_outbox() {
     let _ = task.await;
     assert_eq!(notified.seen().len(), 5, "retried like any delivery (default 5 attempts)");
     assert_eq!(notified.seen()[0].path, "/alerts");
-    assert!(e.stores.ticks.ticks_to_publish(&all, 10).await.unwrap().is_empty(), "no notification of a notification");
+    assert!(
+        e.stores.ticks.ticks_to_publish(&all, Timestamp::from_millis(4_102_444_800_000), 10).await.unwrap().is_empty(),
+        "no notification of a notification"
+    );
 }
 
 #[tokio::test]

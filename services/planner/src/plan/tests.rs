@@ -138,3 +138,105 @@ fn a_paused_schedule_records_skips_and_keeps_its_runs() {
     assert!(p.ticks.iter().all(|t| t.state == TickState::Skipped && t.reason.as_deref() == Some("paused")));
     assert_eq!((p.runs_left, p.new_next), (Some(5), Some(ms(13_000))), "skips do not use up runs");
 }
+
+fn bounded(next: i64, start: Option<i64>, end: Option<i64>, updated: i64) -> (Schedule, CompiledSpec) {
+    let (mut s, _) = every_second(next, 60_000);
+    s.def.spec.start = start.map(ms);
+    s.def.spec.end = end.map(ms);
+    s.updated_at = ms(updated);
+    let spec = CompiledSpec::compile(&s.def.spec).unwrap();
+    (s, spec)
+}
+
+fn skipped(p: &PlannedSchedule, reason: &str) -> Vec<i64> {
+    p.ticks
+        .iter()
+        .filter(|t| t.state == TickState::Skipped && t.reason.as_deref() == Some(reason))
+        .map(|t| t.nominal_time.as_millis())
+        .collect()
+}
+
+#[test]
+fn fire_times_before_the_start_are_recorded_once_with_the_first_tick() {
+    // changed at 2.5 s, starts at 6 s: the rule's 3, 4, 5 s are before the start
+    let (s, spec) = bounded(6_000, Some(6_000), None, 2_500);
+    let p = plan_schedule(&s, &spec, ms(6_000), ms(7_000), 100).unwrap();
+    assert_eq!(skipped(&p, "before_start"), vec![3_000, 4_000, 5_000]);
+    let planned: Vec<i64> =
+        p.ticks.iter().filter(|t| t.state == TickState::Planned).map(|t| t.nominal_time.as_millis()).collect();
+    assert_eq!(planned, vec![6_000, 7_000]);
+    assert!(p.ticks.windows(2).all(|w| w[0].nominal_time < w[1].nominal_time), "oldest first");
+    let b = p.ticks.iter().find(|t| t.nominal_time == ms(3_000)).unwrap();
+    assert_eq!(b.id, TickId::outside_bounds(s.id, ms(3_000)), "never a real tick's id");
+    assert_ne!(b.id, TickId::scheduled(s.id, ms(3_000)));
+
+    // the next pass (next fire time 8 s) does not write them again
+    let (s2, spec2) = bounded(8_000, Some(6_000), None, 2_500);
+    let p2 = plan_schedule(&s2, &spec2, ms(8_000), ms(8_000), 100).unwrap();
+    assert!(skipped(&p2, "before_start").is_empty());
+    // a start before the last change records nothing
+    let (s3, spec3) = bounded(6_000, Some(6_000), None, 7_000);
+    assert!(skipped(&plan_schedule(&s3, &spec3, ms(6_000), ms(6_000), 100).unwrap(), "before_start").is_empty());
+}
+
+#[test]
+fn before_start_records_are_bounded() {
+    let (s, spec) = bounded(1_000_000, Some(1_000_000), None, 0);
+    let p = plan_schedule(&s, &spec, ms(1_000_000), ms(1_000_000), 100).unwrap();
+    let b = skipped(&p, "before_start");
+    assert_eq!(b.len(), MAX_BOUND_RECORDS);
+    assert_eq!(b[0], 0, "the earliest ones are kept");
+    assert_eq!(p.ticks.iter().filter(|t| t.state == TickState::Planned).count(), 1, "max_ticks counts real ticks only");
+}
+
+#[test]
+fn the_first_fire_time_at_the_end_is_recorded_when_the_schedule_completes() {
+    let (s, spec) = bounded(8_000, None, Some(10_000), 0);
+    let p = plan_schedule(&s, &spec, ms(8_000), ms(20_000), 100).unwrap();
+    let planned: Vec<i64> =
+        p.ticks.iter().filter(|t| t.state == TickState::Planned).map(|t| t.nominal_time.as_millis()).collect();
+    assert_eq!(planned, vec![8_000, 9_000], "end is exclusive");
+    assert_eq!(skipped(&p, "after_end"), vec![10_000]);
+    assert_eq!(p.new_next, None, "completed");
+    // not reached yet: nothing recorded
+    let p = plan_schedule(&s, &spec, ms(8_000), ms(8_500), 100).unwrap();
+    assert!(skipped(&p, "after_end").is_empty());
+    assert_eq!(p.new_next, Some(ms(9_000)));
+}
+
+fn planned_at(fire: i64) -> PlannedTick {
+    PlannedTick {
+        id: TickId::scheduled(ScheduleId::generate(), ms(fire)),
+        nominal_time: ms(fire),
+        fire_time: ms(fire),
+        state: TickState::Planned,
+        reason: None,
+    }
+}
+
+#[test]
+fn catchup_is_paced_oldest_first_and_on_time_ticks_are_untouched() {
+    let mut pacer = CatchupPacer::new(4, 5_000); // 250 ms apart
+    let now = 100_000;
+    let mut ticks: Vec<PlannedTick> = (0..6).map(|i| planned_at(80_000 + i * 1000)).collect();
+    ticks.push(planned_at(96_000)); // 4 s late: ordinary lateness
+    ticks.push(planned_at(101_000)); // ahead of time
+    ticks[1].state = TickState::Missed;
+    let moved = pacer.pace(ms(now), &mut ticks);
+    let fires: Vec<i64> = ticks.iter().map(|t| t.fire_time.as_millis()).collect();
+    assert_eq!(fires, vec![100_000, 81_000, 100_250, 100_500, 100_750, 101_000, 96_000, 101_000]);
+    assert_eq!(moved, 5);
+    assert!(ticks.iter().all(|t| t.nominal_time.as_millis() <= t.fire_time.as_millis()), "nominal times kept");
+    // the pace carries over to the next pass
+    let mut more = vec![planned_at(85_000)];
+    pacer.pace(ms(now + 10), &mut more);
+    assert_eq!(more[0].fire_time, ms(101_250));
+    // and restarts from now once it is behind
+    let mut later = vec![planned_at(85_000)];
+    pacer.pace(ms(200_000), &mut later);
+    assert_eq!(later[0].fire_time, ms(200_000));
+    // rate 0: unpaced
+    let mut off = vec![planned_at(0)];
+    assert_eq!(CatchupPacer::new(0, 0).pace(ms(now), &mut off), 0);
+    assert_eq!(off[0].fire_time, ms(0));
+}
