@@ -88,6 +88,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 300
+${CRONHOOK_TEST_PG_EXTRA_CONF:-}
 CONF
   "${run[@]}" "$PG_BIN/pg_ctl" -D "$CRONHOOK_TEST_PG_DATA" -l "$CRONHOOK_TEST_PG_LOG" -w start >/dev/null
   CRONHOOK_TEST_PG_RUN="${run[*]}"

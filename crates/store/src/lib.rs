@@ -86,11 +86,20 @@ pub trait TickStore: Send + Sync + 'static {
     /// before `horizon`, oldest first.
     async fn due_schedules(&self, shards: &[u32], horizon: Timestamp, limit: u32) -> Result<Vec<Schedule>>;
 
-    /// In one transaction: checks that `shard` is still at `epoch` (else `Fenced`), then for
-    /// each planned schedule whose next fire time and version are still the expected ones,
-    /// records its ticks (ignoring ids already recorded) and advances it. Schedules that
-    /// changed meanwhile are left alone (they are re-planned from their new state).
-    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome>;
+    /// In one transaction: checks which of the (shard, epoch) pairs are still current
+    /// (locking them until commit, so a newer claim waits for it), then for each planned
+    /// schedule of a current shard whose next fire time and version are still the expected
+    /// ones, records its ticks (ignoring ids already recorded) and advances it. Schedules
+    /// that changed meanwhile are left alone (they are re-planned from their new state);
+    /// plans of fenced shards are not written and the pairs are returned in
+    /// [`PlanOutcome::fenced`]; plans of shards not listed are not written either.
+    async fn commit_plans(&self, epochs: &[(u32, i64)], plan: &[PlannedSchedule]) -> Result<PlanOutcome>;
+
+    /// [`TickStore::commit_plans`] for one shard: `Fenced` when its epoch is not current.
+    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
+        let out = self.commit_plans(&[(shard, epoch)], plan).await?;
+        if out.fenced.is_empty() { Ok(out) } else { Err(Error::Fenced { shard, epoch }) }
+    }
 
     /// Records a tick outside any plan (a manual trigger, a backfill) in state `planned`;
     /// returns `false` when a tick with its id exists already (nothing changes).

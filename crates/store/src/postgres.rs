@@ -1,6 +1,6 @@
 //! Postgres implementation (distributed mode). Instants are `TIMESTAMPTZ`, JSON is `JSONB`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -574,20 +574,39 @@ impl TickStore for PgStore {
         rows.iter().map(schedule_row).collect()
     }
 
-    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
+    async fn commit_plans(&self, epochs: &[(u32, i64)], plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
         let mut tx = self.pool.begin().await?;
-        // Fencing (DESIGN.md invariant 4): the row lock taken here is held until commit, so a
-        // concurrent claim with a newer epoch waits for us, and we fail once it committed.
-        let fenced = sqlx::query("UPDATE shard_leases SET last_write_at = now() WHERE shard = $1 AND epoch = $2")
-            .bind(shard as i32)
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 0;
-        if fenced {
-            return Err(Error::Fenced { shard, epoch });
+        // Fencing (DESIGN.md invariant 4): the lease rows are locked here (in shard order, so
+        // two planners never deadlock) and held until commit, so a concurrent claim with a
+        // newer epoch waits for us, and our writes fail once it committed.
+        let mut shards: Vec<i32> = epochs.iter().map(|(s, _)| *s as i32).collect();
+        shards.sort_unstable();
+        let current: HashMap<u32, i64> = sqlx::query_as::<_, (i32, i64)>(
+            "SELECT shard, epoch FROM shard_leases WHERE shard = ANY($1) ORDER BY shard FOR UPDATE",
+        )
+        .bind(&shards)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(s, e)| (s as u32, e))
+        .collect();
+        let mut out = PlanOutcome::default();
+        let mut valid: HashMap<u32, i64> = HashMap::new();
+        for &(shard, epoch) in epochs {
+            if current.get(&shard) == Some(&epoch) {
+                valid.insert(shard, epoch);
+            } else {
+                out.fenced.push((shard, epoch));
+            }
         }
+        if valid.is_empty() {
+            return Ok(out);
+        }
+        sqlx::query("UPDATE shard_leases SET last_write_at = now() WHERE shard = ANY($1)")
+            .bind(valid.keys().map(|s| *s as i32).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        let plan: Vec<&PlannedSchedule> = plan.iter().filter(|p| valid.contains_key(&p.shard)).collect();
         // Two statements whatever the batch: one UPDATE of every schedule (UNNEST), then one
         // INSERT of the ticks of those that advanced (docs/benchmarks.md has the figures).
         let advanced_ids: HashSet<Uuid> = sqlx::query(
@@ -610,10 +629,11 @@ impl TickStore for PgStore {
         .iter()
         .map(|r| r.try_get::<Uuid, _>(0))
         .collect::<std::result::Result<_, _>>()?;
-        let mut out =
-            PlanOutcome { advanced: advanced_ids.len(), stale: plan.len() - advanced_ids.len(), ..Default::default() };
+        out.advanced = advanced_ids.len();
+        out.stale = plan.len() - advanced_ids.len();
         let ticks: Vec<(&PlannedSchedule, &PlannedTick)> = plan
             .iter()
+            .copied()
             .filter(|p| advanced_ids.contains(p.schedule_id.as_uuid()))
             .flat_map(|p| p.ticks.iter().map(move |t| (p, t)))
             .collect();
@@ -621,9 +641,9 @@ impl TickStore for PgStore {
             let rows = sqlx::query(
                 "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
                  schedule_version, shard, epoch, state, reason, created_at, updated_at) \
-                 SELECT p, i, s, n, f, 'scheduled', v, $8, $9, st, r, now(), now() FROM UNNEST($1::text[], \
-                 $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], $10::text[]) \
-                 AS x(p, i, s, n, f, v, st, r) ON CONFLICT (id) DO NOTHING RETURNING id, state",
+                 SELECT p, i, s, n, f, 'scheduled', v, sh, e, st, r, now(), now() FROM UNNEST($1::text[], \
+                 $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], $8::int[], \
+                 $9::bigint[], $10::text[]) AS x(p, i, s, n, f, v, st, sh, e, r) ON CONFLICT (id) DO NOTHING RETURNING id, state",
             )
             .bind(chunk.iter().map(|(p, _)| p.project_id.as_str()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(_, t)| *t.id.as_uuid()).collect::<Vec<_>>())
@@ -632,8 +652,8 @@ impl TickStore for PgStore {
             .bind(chunk.iter().map(|(_, t)| dt(t.fire_time)).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(p, _)| p.expected_version).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(_, t)| t.state.as_str()).collect::<Vec<_>>())
-            .bind(shard as i32)
-            .bind(epoch)
+            .bind(chunk.iter().map(|(p, _)| p.shard as i32).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(p, _)| valid.get(&p.shard).copied().unwrap_or_default()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;

@@ -3,6 +3,7 @@
 //! deferred transaction that later upgrades to a write lock fails with SQLITE_BUSY instead
 //! of waiting for the busy timeout.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,7 +29,10 @@ use crate::{
 /// Stores everything in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads.
     pool: SqlitePool,
+    /// Every write (one connection).
+    writer: SqlitePool,
 }
 
 fn uuid(r: &SqliteRow, col: &str) -> Result<Uuid> {
@@ -237,19 +241,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // One writer connection: SQLite has one writer at a time, and writers queueing for
+        // this connection (FIFO) beat writers spinning in SQLite's busy handler, which sleeps
+        // and retries (measured in docs/benchmarks.md). Readers use their own connections
+        // (WAL: they never block the writer nor wait for it).
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(15))
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = Self { pool };
+        let store = Self { pool, writer };
         store.init_shards(shard_count).await?;
         Ok(store)
     }
 
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn init_shards(&self, shard_count: u32) -> Result<()> {
@@ -300,7 +313,7 @@ impl ScheduleStore for SqliteStore {
         .bind(i64::from(s.shard))
         .bind(s.created_at.as_millis())
         .bind(s.updated_at.as_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match res {
             Ok(_) => Ok(()),
@@ -363,7 +376,7 @@ impl ScheduleStore for SqliteStore {
         .bind(s.runs_left.map(|n| n as i64))
         .bind(s.updated_at.as_millis())
         .bind(expected_version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match row {
             Some(r) => schedule_row(&r),
@@ -518,7 +531,7 @@ impl TickStore for SqliteStore {
         .bind(epoch)
         .bind(owner)
         .bind(Timestamp::now().as_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -536,23 +549,31 @@ impl TickStore for SqliteStore {
         rows.iter().map(schedule_row).collect()
     }
 
-    async fn commit_plan(&self, shard: u32, epoch: i64, plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
+    async fn commit_plans(&self, epochs: &[(u32, i64)], plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
         let now = Timestamp::now().as_millis();
         let mut tx = self.write_tx().await?;
-        // Fencing: the same conditional write as in Postgres, inside the write transaction.
-        let fenced = sqlx::query("UPDATE shard_leases SET last_write_at = ?3 WHERE shard = ?1 AND epoch = ?2")
-            .bind(i64::from(shard))
-            .bind(epoch)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 0;
-        if fenced {
-            return Err(Error::Fenced { shard, epoch });
-        }
+        // Fencing: the same conditional write as in Postgres, inside the write transaction
+        // (which excludes every other writer until commit).
         let mut out = PlanOutcome::default();
+        let mut valid: HashMap<u32, i64> = HashMap::new();
+        for &(shard, epoch) in epochs {
+            let current = sqlx::query("UPDATE shard_leases SET last_write_at = ?3 WHERE shard = ?1 AND epoch = ?2")
+                .bind(i64::from(shard))
+                .bind(epoch)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if current {
+                valid.insert(shard, epoch);
+            } else {
+                out.fenced.push((shard, epoch));
+            }
+        }
         for p in plan {
+            let Some(&epoch) = valid.get(&p.shard) else { continue };
+            let shard = p.shard;
             let advanced = sqlx::query(
                 "UPDATE schedules SET next_fire_at = ?4, runs_left = ?5, \
                  state = CASE WHEN ?4 IS NULL THEN 'completed' ELSE state END, \
@@ -609,7 +630,7 @@ impl TickStore for SqliteStore {
     }
 
     async fn insert_tick(&self, t: &Tick) -> Result<bool> {
-        insert_tick_in(&self.pool, t).await
+        insert_tick_in(&self.writer, t).await
     }
 
     async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>> {
@@ -662,7 +683,7 @@ impl TickStore for SqliteStore {
         )
         .bind(id_json(ids))
         .bind(at.as_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -708,7 +729,7 @@ impl TickStore for SqliteStore {
         sqlx::query("UPDATE runs SET lease_until = ?2 WHERE tick_id IN (SELECT value FROM json_each(?1))")
             .bind(id_json(ids))
             .bind(until.as_millis())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -720,7 +741,7 @@ impl TickStore for SqliteStore {
         )
         .bind(id_json(ids))
         .bind(at.as_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -1010,7 +1031,7 @@ impl RunStore for SqliteStore {
         .bind(id.to_string())
         .bind(reason)
         .bind(Timestamp::now().as_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

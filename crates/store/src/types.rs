@@ -31,6 +31,8 @@ pub struct PlannedSchedule {
     pub project_id: ProjectId,
     /// The schedule.
     pub schedule_id: ScheduleId,
+    /// Its shard (the plan is written only while that shard's epoch is current).
+    pub shard: u32,
     /// Version the plan was computed from (the advance is skipped if it changed).
     pub expected_version: i64,
     /// Next fire time the plan started from (the advance is skipped if it changed).
@@ -52,6 +54,8 @@ pub struct PlanOutcome {
     pub stale: usize,
     /// Ids of newly recorded ticks in state `planned` (to publish now).
     pub new_ticks: Vec<TickId>,
+    /// (shard, epoch) pairs no longer current: their plans were not written.
+    pub fenced: Vec<(u32, i64)>,
 }
 
 /// What [`crate::RunStore::begin_run`] found.

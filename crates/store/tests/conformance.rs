@@ -55,6 +55,7 @@ store_suite!(
     projects_are_isolated,
     update_can_keep_the_planners_next_fire_time,
     plan_commit_is_idempotent_and_fenced,
+    one_commit_covers_several_shards_fenced_per_shard,
     outbox_publish_and_reconcile,
     run_lifecycle_and_dedup,
     concurrent_begin_run_creates_one_run,
@@ -145,6 +146,7 @@ fn plan(s: &Schedule, times: &[i64], next: Option<i64>) -> PlannedSchedule {
     PlannedSchedule {
         project_id: s.project_id.clone(),
         schedule_id: s.id,
+        shard: s.shard,
         expected_version: s.version,
         expected_next: s.next_fire_at.unwrap(),
         new_next: next.map(ms),
@@ -294,6 +296,35 @@ async fn plan_commit_is_idempotent_and_fenced(st: Stores) {
     let out = st.ticks.commit_plan(m.shard, 9, &[p]).await.unwrap();
     assert!(out.new_ticks.is_empty());
     assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().all(|t| t.schedule_id != m.id));
+}
+
+async fn one_commit_covers_several_shards_fenced_per_shard(st: Stores) {
+    let a = schedule("a", Some(ms(5_000)));
+    let b = loop {
+        let b = schedule("b", Some(ms(5_000)));
+        if b.shard != a.shard {
+            break b;
+        }
+    };
+    st.schedules.insert_schedule(&a).await.unwrap();
+    st.schedules.insert_schedule(&b).await.unwrap();
+    assert!(st.ticks.claim_shard(a.shard, 3, "p1").await.unwrap());
+    assert!(st.ticks.claim_shard(b.shard, 4, "p1").await.unwrap());
+    assert!(st.ticks.claim_shard(b.shard, 5, "p2").await.unwrap(), "b moved to another planner");
+    let plans = [plan(&a, &[5_000], Some(6_000)), plan(&b, &[5_000], Some(6_000))];
+    let out = st.ticks.commit_plans(&[(a.shard, 3), (b.shard, 4)], &plans).await.unwrap();
+    assert_eq!(out.fenced, vec![(b.shard, 4)]);
+    assert_eq!((out.advanced, out.new_ticks), (1, vec![TickId::scheduled(a.id, ms(5_000))]));
+    assert_eq!(st.schedules.get_schedule(&project(), a.id).await.unwrap().next_fire_at, Some(ms(6_000)));
+    assert_eq!(
+        st.schedules.get_schedule(&project(), b.id).await.unwrap().next_fire_at,
+        Some(ms(5_000)),
+        "the fenced shard's plan is not written"
+    );
+    // a plan of a shard that is not listed is not written either
+    let out = st.ticks.commit_plans(&[(a.shard, 3)], &[plan(&b, &[5_000], Some(6_000))]).await.unwrap();
+    assert_eq!((out.advanced, out.fenced.len()), (0, 0));
+    assert_eq!(st.schedules.get_schedule(&project(), b.id).await.unwrap().next_fire_at, Some(ms(5_000)));
 }
 
 async fn outbox_publish_and_reconcile(st: Stores) {

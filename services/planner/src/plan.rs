@@ -81,6 +81,7 @@ pub fn plan_schedule(
     Some(PlannedSchedule {
         project_id: s.project_id.clone(),
         schedule_id: s.id,
+        shard: s.shard,
         expected_version: s.version,
         expected_next: start,
         new_next,

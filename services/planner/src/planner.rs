@@ -1,12 +1,12 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cronhook_core::{Schedule, Tick, TickId, Timestamp};
+use cronhook_core::{Schedule, Tick, TickId, TickState, Timestamp};
 use cronhook_cron::CompiledSpec;
 use cronhook_election::ShardLeases;
 use cronhook_queue::TickPublisher;
-use cronhook_store::{Error as StoreError, PlannedSchedule, TickStore};
+use cronhook_store::{PlannedSchedule, TickStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -132,36 +132,38 @@ impl Planner {
         let due = self.store.due_schedules(&shards, horizon, self.cfg.batch_size).await?;
         let full = due.len() as u32 >= self.cfg.batch_size;
 
-        let mut by_shard: HashMap<u32, Vec<PlannedSchedule>> = HashMap::new();
+        let mut plans: Vec<PlannedSchedule> = Vec::with_capacity(due.len());
         for s in &due {
             if let Some(mut p) = self.plan_one(s, now, horizon) {
                 let paced = self.pacer.pace(now, &mut p.ticks);
                 self.metrics.ticks_paced.add(paced as u64);
-                by_shard.entry(s.shard).or_default().push(p);
+                plans.push(p);
             }
         }
-        for (shard, plans) in by_shard {
-            let Some(&epoch) = self.claimed.get(&shard) else { continue };
-            match self.store.commit_plan(shard, epoch, &plans).await {
-                Ok(out) => {
-                    let missed: usize = plans
-                        .iter()
-                        .flat_map(|p| &p.ticks)
-                        .filter(|t| t.state == cronhook_core::TickState::Missed)
-                        .count();
-                    for t in plans.iter().flat_map(|p| &p.ticks) {
-                        if t.state == cronhook_core::TickState::Skipped {
-                            self.metrics.skipped(t.reason.as_deref().unwrap_or_default());
-                        }
-                    }
-                    self.metrics.ticks_planned.add(out.new_ticks.len() as u64);
-                    self.metrics.ticks_missed.add(missed as u64);
-                    if missed > 0 {
-                        tracing::warn!(shard, missed, "ticks outside the catch-up window recorded as missed");
-                    }
+        if !plans.is_empty() {
+            // One transaction for the whole pass, fenced per shard (not one per shard: with
+            // 256 shards that was the planner's bottleneck, docs/benchmarks.md).
+            let epochs: Vec<(u32, i64)> = {
+                let involved: BTreeSet<u32> = plans.iter().map(|p| p.shard).collect();
+                involved.into_iter().filter_map(|s| self.claimed.get(&s).map(|e| (s, *e))).collect()
+            };
+            let out = self.store.commit_plans(&epochs, &plans).await?;
+            for &(shard, epoch) in &out.fenced {
+                self.fenced(shard, epoch);
+            }
+            let written = plans.iter().filter(|p| self.claimed.contains_key(&p.shard));
+            let mut missed = 0usize;
+            for t in written.flat_map(|p| &p.ticks) {
+                match t.state {
+                    TickState::Skipped => self.metrics.skipped(t.reason.as_deref().unwrap_or_default()),
+                    TickState::Missed => missed += 1,
+                    _ => {}
                 }
-                Err(StoreError::Fenced { shard, epoch }) => self.fenced(shard, epoch),
-                Err(e) => return Err(e.into()),
+            }
+            self.metrics.ticks_planned.add(out.new_ticks.len() as u64);
+            self.metrics.ticks_missed.add(missed as u64);
+            if missed > 0 {
+                tracing::warn!(missed, "ticks outside the catch-up window recorded as missed");
             }
         }
         self.publish_outbox(&shards, horizon, cancel).await?;

@@ -264,7 +264,19 @@ async fn main() -> anyhow::Result<()> {
     let duplicates = per_id.values().filter(|c| **c > 1).count();
     let seconds = ((end_ms / 1000) - ((start_ms + 999) / 1000) + 1).max(0);
     let expected = seconds * n as i64;
-    let (runs, rows) = count_runs(&db, (start_ms + 999) / 1000 * 1000, end_ms / 1000 * 1000).await?;
+    // An overloaded run finishes its backlog late: count until every expected run is there
+    // or the count stops moving for 15 s (what is still missing then is really missing).
+    let (from, to) = ((start_ms + 999) / 1000 * 1000, end_ms / 1000 * 1000);
+    let (mut runs, mut rows) = count_runs(&db, from, to).await?;
+    let mut last_progress = Instant::now();
+    while runs < expected && last_progress.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (r, w) = count_runs(&db, from, to).await?;
+        if r > runs {
+            last_progress = Instant::now();
+        }
+        (runs, rows) = (r, w);
+    }
     let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
     let report = json!({
         "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "planners": planners, "workers": workers,
