@@ -48,7 +48,7 @@ impl Default for PlannerConfig {
             lookahead: Duration::from_secs(2),
             poll_interval: Duration::from_millis(200),
             catchup_rate: 500,
-            catchup_late_after: Duration::from_secs(5),
+            catchup_late_after: Duration::from_secs(30),
             batch_size: 500,
             max_ticks_per_schedule: 1000,
             publish_batch: 1000,

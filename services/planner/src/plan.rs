@@ -13,7 +13,7 @@
 use cronhook_core::{Schedule, ScheduleId, ScheduleState, TickId, TickState, Timestamp};
 
 /// Most `before_start` records one schedule gets (a far start must not flood the ledger).
-pub const MAX_BOUND_RECORDS: usize = 100;
+pub const MAX_BOUND_RECORDS: usize = 10;
 use cronhook_cron::CompiledSpec;
 use cronhook_store::{PlannedSchedule, PlannedTick};
 
@@ -128,7 +128,8 @@ fn after_end(s: &Schedule, spec: &CompiledSpec, last: Timestamp) -> Option<Plann
 
 /// Paces catch-up: ticks planned later than `late_after` behind their fire time are given
 /// fire times at most `rate` per second apart, oldest first, starting now, so a long outage
-/// does not become a stampede on the targets. On-time ticks are never touched.
+/// does not become a stampede on the targets. On-time ticks are never touched, nor is the
+/// oldest late tick of each schedule.
 /// The pace is per planner node; the outbox publishes a tick only once its (paced) fire
 /// time is within the lookahead, so paced ticks wait in the database, not in memory.
 #[derive(Debug, Clone)]
@@ -145,15 +146,22 @@ impl CatchupPacer {
         Self { interval_us, late_after_ms, next_slot_us: 0 }
     }
 
-    /// Gives the late ticks of `ticks` their paced fire times; returns how many moved.
+    /// Gives the late ticks of one schedule's plan their paced fire times (all but the
+    /// oldest: one late tick per schedule and pass goes at once, so a cluster that is
+    /// merely behind is not throttled; a backlog of many ticks of one schedule is what
+    /// would hit its target as a burst). Returns how many moved.
     pub fn pace(&mut self, now: Timestamp, ticks: &mut [PlannedTick]) -> usize {
         if self.interval_us == 0 {
             return 0;
         }
         let now_us = now.as_millis() * 1000;
         let mut moved = 0;
+        let mut first = true;
         for t in ticks.iter_mut() {
             if t.state != TickState::Planned || now.millis_since(t.fire_time) <= self.late_after_ms {
+                continue;
+            }
+            if std::mem::take(&mut first) {
                 continue;
             }
             let slot_us = self.next_slot_us.max(now_us);

@@ -107,7 +107,15 @@ fn percentile(sorted: &[i32], p: f64) -> i32 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn create_schedules(api: &str, n: usize, url: &str, overlap: pb::OverlapPolicy) -> anyhow::Result<()> {
+/// Creates `n` every-second schedules that all start at `start` (loading does not compete
+/// with firing: the measurement sees the steady state, not a backlog of the load phase).
+async fn create_schedules(
+    api: &str,
+    n: usize,
+    url: &str,
+    overlap: pb::OverlapPolicy,
+    start: cronhook_core::Timestamp,
+) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(api.to_owned())?.connect().await?;
     let mut tasks = Vec::new();
     let per = n.div_ceil(8);
@@ -118,6 +126,9 @@ async fn create_schedules(api: &str, n: usize, url: &str, overlap: pb::OverlapPo
             for i in lo..hi {
                 let mut s = cronhook_e2e::schedule(&format!("bench-{i}"), "* * * * * *", &url);
                 s.overlap_policy = overlap as i32;
+                if let Some(spec) = s.spec.as_mut() {
+                    spec.start_time = Some(cronhook_proto::timestamp(start));
+                }
                 c.create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
                     .await?;
             }
@@ -230,8 +241,18 @@ async fn main() -> anyhow::Result<()> {
         m => bail!("--mode {m}: embedded or distributed"),
     };
     let created = Instant::now();
-    create_schedules(&api, n, &url, overlap).await?;
+    // ~6 ms per create measured on the 2-core machine; a margin, whole seconds
+    let first_fire = cronhook_core::Timestamp::from_millis(
+        (cronhook_core::Timestamp::now().as_millis() + 3_000 + n as i64 * 8) / 1000 * 1000,
+    );
+    create_schedules(&api, n, &url, overlap, first_fire).await?;
     eprintln!("[bench] {n} schedules created in {:?}", created.elapsed());
+    let wait = first_fire.millis_since(cronhook_core::Timestamp::now());
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    } else {
+        eprintln!("[bench] loading ran {} ms past the first fire time", -wait);
+    }
 
     let start_ms = cronhook_core::Timestamp::now().as_millis() + warmup.as_millis() as i64;
     let cpu0: Vec<f64> = {
