@@ -10,7 +10,7 @@
 //! the first real tick), and the first one at or after its end (written when the schedule
 //! completes), each `skipped` with reason `before_start` / `after_end`.
 
-use cronhook_core::{Schedule, ScheduleId, ScheduleState, TickId, TickState, Timestamp};
+use cronhook_core::{Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState, Timestamp, TriggerKind};
 
 /// Most `before_start` records one schedule gets (a far start must not flood the ledger).
 pub const MAX_BOUND_RECORDS: usize = 10;
@@ -88,6 +88,29 @@ pub fn plan_schedule(
         runs_left,
         ticks,
     })
+}
+
+/// The tick a worker gets for planned tick `t` of `s` (what the outbox query rebuilds from
+/// the stored rows; the planner publishes fresh ticks from memory instead of reading them
+/// back).
+pub fn tick_for(s: &Schedule, t: &PlannedTick, epoch: i64) -> Tick {
+    Tick {
+        id: t.id,
+        project_id: s.project_id.clone(),
+        schedule_id: s.id,
+        schedule_version: s.version,
+        nominal_time: t.nominal_time,
+        fire_time: t.fire_time,
+        trigger: TriggerKind::Scheduled,
+        target: s.def.target.clone(),
+        retry: s.def.retry.clone(),
+        shard: s.shard,
+        epoch,
+        signing_secrets: s.def.signing_secrets.clone(),
+        failure_notification_url: s.def.failure_notification_url.clone(),
+        auto_pause_after_failures: s.def.auto_pause_after_failures,
+        overlap: s.def.overlap,
+    }
 }
 
 fn bound_record(s: &Schedule, t: Timestamp, reason: &str) -> PlannedTick {

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use cronhook_store::{PlannedSchedule, TickStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{CatchupPacer, plan_schedule};
+use crate::plan::{CatchupPacer, plan_schedule, tick_for};
 use crate::{Error, PlannerConfig};
 
 /// Plans the shards this node owns. See the crate docs for the protocol.
@@ -133,11 +133,13 @@ impl Planner {
         let full = due.len() as u32 >= self.cfg.batch_size;
 
         let mut plans: Vec<PlannedSchedule> = Vec::with_capacity(due.len());
+        let mut sources: Vec<&Schedule> = Vec::with_capacity(due.len());
         for s in &due {
             if let Some(mut p) = self.plan_one(s, now, horizon) {
                 let paced = self.pacer.pace(now, &mut p.ticks);
                 self.metrics.ticks_paced.add(paced as u64);
                 plans.push(p);
+                sources.push(s);
             }
         }
         if !plans.is_empty() {
@@ -164,6 +166,20 @@ impl Planner {
             self.metrics.ticks_missed.add(missed as u64);
             if missed > 0 {
                 tracing::warn!(missed, "ticks outside the catch-up window recorded as missed");
+            }
+            // Publish what was just recorded from memory (reading it back through the outbox
+            // query cost a join per tick, docs/benchmarks.md); paced ticks and anything a
+            // failure leaves behind go through the outbox below.
+            let fresh: HashSet<TickId> = out.new_ticks.into_iter().collect();
+            let mut direct = Vec::with_capacity(fresh.len());
+            for (p, s) in plans.iter().zip(&sources) {
+                let Some(&epoch) = self.claimed.get(&p.shard) else { continue };
+                for t in p.ticks.iter().filter(|t| t.fire_time <= horizon && fresh.contains(&t.id)) {
+                    direct.push(tick_for(s, t, epoch));
+                }
+            }
+            for chunk in direct.chunks(self.cfg.publish_batch.max(1) as usize) {
+                self.publish(chunk).await?;
             }
         }
         self.publish_outbox(&shards, horizon, cancel).await?;
