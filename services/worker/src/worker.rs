@@ -124,18 +124,16 @@ impl Worker {
     }
 
     async fn deliver(&self, tick: &Tick, waits: &CancellationToken) -> Stop {
-        // The overlap policy needs the schedule's other runs at the fire time: decided then,
-        // in a transaction serialised per schedule. `allow` (and notifications) depend on
-        // nothing that happens meanwhile: their run is created (batched) while the tick
-        // waits, so no database write sits between the fire time and the send.
-        let exclusive = tick.overlap != OverlapPolicy::Allow && tick.trigger != TriggerKind::Notification;
-        if exclusive && !sleep_until(tick.fire_time, waits).await {
+        if !sleep_until(tick.fire_time, waits).await {
             return Stop::Abandon;
         }
         let begun = self
             .store_retry("begin run", waits, || {
                 let now = Timestamp::now();
-                let lease = self.lease_from(tick, now.max(tick.fire_time));
+                let lease = self.lease_from(tick, now);
+                // The overlap policy needs the schedule's other runs: decided in a transaction
+                // serialised per schedule. `allow` (and notifications) take the batched path.
+                let exclusive = tick.overlap != OverlapPolicy::Allow && tick.trigger != TriggerKind::Notification;
                 async move {
                     if exclusive {
                         self.runs.begin_run_exclusive(tick, RunId::generate(), now, lease).await
@@ -177,9 +175,6 @@ impl Worker {
                 (run, n)
             }
         };
-        if !exclusive && !sleep_until(tick.fire_time, waits).await {
-            return Stop::Abandon; // the run stays pending; a redelivery resumes it
-        }
         let first_start = run.started_at;
         loop {
             let sent = self.sender.send(tick, run.id, number).await;
