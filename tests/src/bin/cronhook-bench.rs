@@ -141,6 +141,114 @@ async fn create_schedules(
     Ok(())
 }
 
+/// Herd: `n` one-shot schedules due at the same instant. One is created through the API
+/// (validated, sealed, sharded as usual); the others are bulk copies of its row with ids
+/// and shards of their own (the API would take ~6 ms each). Reports how long the herd took
+/// to drain and its lateness.
+async fn run_herd(
+    n: usize,
+    api: &str,
+    db: &str,
+    url: &str,
+    sink: &Sink,
+    procs: &[(String, u32)],
+    t0: Instant,
+) -> anyhow::Result<serde_json::Value> {
+    let at = cronhook_core::Timestamp::from_millis(
+        (cronhook_core::Timestamp::now().as_millis() + 20_000 + n as i64 / 10) / 1000 * 1000,
+    );
+    let channel = tonic::transport::Channel::from_shared(api.to_owned())?.connect().await?;
+    let mut c = pb::schedule_service_client::ScheduleServiceClient::new(channel);
+    let mut s = cronhook_e2e::schedule("herd-template", "* * * * *", url);
+    s.spec = Some(pb::ScheduleSpec {
+        kind: Some(pb::schedule_spec::Kind::At(cronhook_proto::timestamp(at))),
+        ..Default::default()
+    });
+    s.overlap_policy = pb::OverlapPolicy::Allow as i32;
+    let template = c
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
+        .await?
+        .into_inner()
+        .schedule
+        .context("created schedule")?
+        .id;
+    let pool = sqlx::PgPool::connect(db).await?;
+    let (shards,): (String,) =
+        sqlx::query_as("SELECT value FROM cluster_settings WHERE key = 'shard_count'").fetch_one(&pool).await?;
+    let shards: u32 = shards.parse()?;
+    let loaded = Instant::now();
+    for chunk in (1..n).collect::<Vec<_>>().chunks(10_000) {
+        let ids: Vec<cronhook_core::ScheduleId> = chunk.iter().map(|_| cronhook_core::ScheduleId::generate()).collect();
+        sqlx::query(
+            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
+             version, shard, created_at, updated_at) SELECT t.project_id, v.id, v.name, t.definition, t.state, \
+             t.state_reason, t.next_fire_at, t.runs_left, t.version, v.shard, now(), now() \
+             FROM schedules t, UNNEST($1::uuid[], $2::text[], $3::int[]) AS v(id, name, shard) WHERE t.id = $4::uuid",
+        )
+        .bind(ids.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|i| format!("herd-{i}")).collect::<Vec<_>>())
+        .bind(ids.iter().map(|i| i.shard(shards) as i32).collect::<Vec<_>>())
+        .bind(uuid_of(&template)?)
+        .execute(&pool)
+        .await?;
+    }
+    eprintln!("[bench] herd of {n} loaded in {:?}; due at {}", loaded.elapsed(), at.to_rfc3339());
+    let cpu0: Vec<f64> = procs.iter().map(|(_, pid)| proc_usage(*pid).0).collect();
+    let due_in = at.millis_since(cronhook_core::Timestamp::now());
+    if due_in > 0 {
+        tokio::time::sleep(Duration::from_millis(due_in as u64)).await;
+    } else {
+        eprintln!("[bench] loading ran {} ms past the herd's time", -due_in);
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (sink.received.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // anything sent twice shows up now
+    let samples = sink.samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut late: Vec<i32> = samples.iter().map(|s| s.1).collect();
+    late.sort_unstable();
+    let mut per_id: HashMap<u64, u32> = HashMap::new();
+    for s in &samples {
+        *per_id.entry(s.0).or_default() += 1;
+    }
+    let duplicates = per_id.values().filter(|c| **c > 1).count();
+    let missing = n.saturating_sub(per_id.len());
+    let drained_ms = late.last().copied().unwrap_or(0);
+    let usage: Vec<(String, f64, f64)> = procs
+        .iter()
+        .zip(&cpu0)
+        .map(|((name, pid), c0)| {
+            let (c, rss) = proc_usage(*pid);
+            (name.clone(), c - c0, rss)
+        })
+        .collect();
+    let _ = t0;
+    println!("cronhook bench: herd of {n} one-shot schedules due at the same second (distributed)");
+    println!("  drained in          {drained_ms} ms after the due time (last delivery)");
+    println!(
+        "  lateness ms         p50 {}  p90 {}  p99 {}  max {drained_ms}",
+        percentile(&late, 0.5),
+        percentile(&late, 0.9),
+        percentile(&late, 0.99)
+    );
+    println!("  delivered {}, missing {missing}, duplicate sends {duplicates}", per_id.len());
+    for (name, cpu, rss) in &usage {
+        println!("  {name:<12} cpu {cpu:>6.1} s during the herd, peak RSS {rss:>6.0} MiB");
+    }
+    pool.close().await;
+    Ok(json!({
+        "mode": "herd", "schedules": n, "drained_ms": drained_ms,
+        "lateness_ms": {"p50": percentile(&late, 0.5), "p90": percentile(&late, 0.9), "p99": percentile(&late, 0.99)},
+        "delivered": per_id.len(), "missing": missing, "duplicate_sends": duplicates,
+        "processes": usage.iter().map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()})).collect::<Vec<_>>(),
+    }))
+}
+
+fn uuid_of(id: &str) -> anyhow::Result<sqlx::types::Uuid> {
+    Ok(sqlx::types::Uuid::parse_str(id)?)
+}
+
 /// Counts runs of the bench window in Postgres or SQLite.
 async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, i64)> {
     if db.starts_with("postgres") {
@@ -240,6 +348,15 @@ async fn main() -> anyhow::Result<()> {
         }
         m => bail!("--mode {m}: embedded or distributed"),
     };
+    if let Some(herd) = a.get("herd") {
+        let c = cluster.as_ref().context("--herd needs --mode distributed")?;
+        let report = run_herd(herd.parse()?, &api, &c.db_url, &url, &sink, &procs, t0).await?;
+        if let Some(path) = a.get("json") {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        drop(cluster);
+        return Ok(());
+    }
     let created = Instant::now();
     // ~6 ms per create measured on the 2-core machine; a margin, whole seconds
     let first_fire = cronhook_core::Timestamp::from_millis(
