@@ -145,8 +145,10 @@ async fn create_schedules(
 /// (validated, sealed, sharded as usual); the others are bulk copies of its row with ids
 /// and shards of their own (the API would take ~6 ms each). Reports how long the herd took
 /// to drain and its lateness.
+#[allow(clippy::too_many_arguments)]
 async fn run_herd(
     n: usize,
+    idle: usize,
     api: &str,
     db: &str,
     url: &str,
@@ -193,6 +195,50 @@ async fn run_herd(
         .await?;
     }
     eprintln!("[bench] herd of {n} loaded in {:?}; due at {}", loaded.elapsed(), at.to_rfc3339());
+    // Schedules that exist but are not due during the run (next fire time in 2100).
+    let loaded = Instant::now();
+    for chunk in (0..idle).collect::<Vec<_>>().chunks(20_000) {
+        let ids: Vec<cronhook_core::ScheduleId> = chunk.iter().map(|_| cronhook_core::ScheduleId::generate()).collect();
+        sqlx::query(
+            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
+             version, shard, created_at, updated_at) SELECT t.project_id, v.id, v.name, t.definition, t.state, \
+             t.state_reason, '2100-01-01T00:00:00Z', t.runs_left, t.version, v.shard, now(), now() \
+             FROM schedules t, UNNEST($1::uuid[], $2::text[], $3::int[]) AS v(id, name, shard) WHERE t.id = $4::uuid",
+        )
+        .bind(ids.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|i| format!("idle-{i}")).collect::<Vec<_>>())
+        .bind(ids.iter().map(|i| i.shard(shards) as i32).collect::<Vec<_>>())
+        .bind(uuid_of(&template)?)
+        .execute(&pool)
+        .await?;
+    }
+    let mut list_ms = Vec::new();
+    if idle > 0 {
+        eprintln!("[bench] {idle} idle schedules loaded in {:?}", loaded.elapsed());
+        sqlx::query("ANALYZE schedules").execute(&pool).await?;
+        // ListSchedules: 20 consecutive pages of 100, each timed
+        let mut token = String::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let page = c
+                .list_schedules(pb::ListSchedulesRequest {
+                    page_size: 100,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            list_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            token = page.next_page_token;
+        }
+        list_ms.sort_by(f64::total_cmp);
+        println!(
+            "  ListSchedules (page of 100, {} rows): median {:.1} ms, max {:.1} ms over 20 pages",
+            idle + n,
+            list_ms[list_ms.len() / 2],
+            list_ms[list_ms.len() - 1]
+        );
+    }
     let cpu0: Vec<f64> = procs.iter().map(|(_, pid)| proc_usage(*pid).0).collect();
     let due_in = at.millis_since(cronhook_core::Timestamp::now());
     if due_in > 0 {
@@ -240,7 +286,8 @@ async fn run_herd(
     Ok(json!({
         "mode": "herd", "schedules": n, "drained_ms": drained_ms,
         "lateness_ms": {"p50": percentile(&late, 0.5), "p90": percentile(&late, 0.9), "p99": percentile(&late, 0.99)},
-        "delivered": per_id.len(), "missing": missing, "duplicate_sends": duplicates,
+        "delivered": per_id.len(), "missing": missing, "duplicate_sends": duplicates, "idle_schedules": idle,
+        "list_page_ms": list_ms,
         "processes": usage.iter().map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()})).collect::<Vec<_>>(),
     }))
 }
@@ -350,7 +397,8 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(herd) = a.get("herd") {
         let c = cluster.as_ref().context("--herd needs --mode distributed")?;
-        let report = run_herd(herd.parse()?, &api, &c.db_url, &url, &sink, &procs, t0).await?;
+        let idle: usize = a.get("idle").map(|v| v.parse()).transpose()?.unwrap_or(0);
+        let report = run_herd(herd.parse()?, idle, &api, &c.db_url, &url, &sink, &procs, t0).await?;
         if let Some(path) = a.get("json") {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
