@@ -26,6 +26,20 @@ async fn ticks(api: &str, schedule_id: &str, outcome: Option<pb::TickOutcome>) -
     .ticks
 }
 
+/// Creates `def` and returns its id.
+async fn create(ch: &Cronhook, def: pb::Schedule) -> String {
+    ch.schedules()
+        .await
+        .unwrap()
+        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+        .id
+}
+
 #[tokio::test]
 async fn pause_skips_resume_goes_on_and_backfill_runs_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,17 +130,9 @@ async fn overlap_skip_keeps_runs_of_a_slow_target_apart() {
     slow.respond_after(Duration::from_millis(2500));
     let ch =
         Cronhook::start(&["dev", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).await.unwrap();
-    let mut s = ch.schedules().await.unwrap();
     let mut def = schedule("slow", "* * * * * *", &slow.url("/slow"));
     def.overlap_policy = pb::OverlapPolicy::Skip as i32;
-    let id = s
-        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap()
-        .id;
+    let id = create(&ch, def).await;
     let skipped = wait_for("ticks skipped by the overlap policy", Duration::from_secs(30), || {
         let (api, id) = (ch.api.clone(), id.clone());
         async move {
@@ -172,17 +178,7 @@ async fn catchup_after_downtime_is_paced() {
     let first = Cronhook::spawn("cronhook", &args, &env, "listening on ").await.unwrap();
     let mut def = schedule("catchup", "* * * * * *", &sink.url("/c"));
     def.overlap_policy = pb::OverlapPolicy::Allow as i32;
-    let id = first
-        .schedules()
-        .await
-        .unwrap()
-        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap()
-        .id;
+    let id = create(&first, def).await;
     sink.wait_for_count(2, Duration::from_secs(30)).await.unwrap();
     first.kill9().await.unwrap();
     let killed_at = cronhook_core::Timestamp::now().as_millis();
@@ -238,15 +234,8 @@ async fn start_and_end_bound_the_runs_and_the_ledger_says_why() {
     spec.start_time = Some(cronhook_proto::timestamp(cronhook_core::Timestamp::from_millis(start)));
     spec.end_time = Some(cronhook_proto::timestamp(cronhook_core::Timestamp::from_millis(end)));
     def.overlap_policy = pb::OverlapPolicy::Allow as i32;
-    let mut s = ch.schedules().await.unwrap();
-    let id = s
-        .create_schedule(pb::CreateScheduleRequest { schedule: Some(def), generate_signing_secret: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap()
-        .id;
+    let s = ch.schedules().await.unwrap();
+    let id = create(&ch, def).await;
     let done = wait_for("the schedule completes", Duration::from_secs(30), || {
         let (mut s, id) = (s.clone(), id.clone());
         async move {

@@ -129,17 +129,6 @@ fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
 }
 
 impl Metrics {
-    /// Counts a tick recorded as skipped by the planner, by its ledger reason.
-    pub fn skipped(&self, reason: &str) {
-        match reason {
-            "paused" => self.ticks_skipped_paused.inc(),
-            "before_start" => self.ticks_skipped_before_start.inc(),
-            "after_end" => self.ticks_skipped_after_end.inc(),
-            "overlap" => self.ticks_skipped_overlap.inc(),
-            _ => {}
-        }
-    }
-
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);

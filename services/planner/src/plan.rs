@@ -12,6 +12,14 @@
 
 use cronhook_core::{Schedule, ScheduleId, ScheduleState, Tick, TickId, TickState, Timestamp, TriggerKind};
 
+/// Ledger reasons of the ticks the planner records as skipped (also the `reason` label of
+/// `cronhook_ticks_skipped_total`).
+pub const SKIPPED_PAUSED: &str = "paused";
+/// See [`SKIPPED_PAUSED`].
+pub const SKIPPED_BEFORE_START: &str = "before_start";
+/// See [`SKIPPED_PAUSED`].
+pub const SKIPPED_AFTER_END: &str = "after_end";
+
 /// Most `before_start` records one schedule gets (a far start must not flood the ledger).
 pub const MAX_BOUND_RECORDS: usize = 10;
 use cronhook_cron::CompiledSpec;
@@ -48,7 +56,7 @@ pub fn plan_schedule(
                 nominal_time: t,
                 fire_time: t,
                 state: TickState::Skipped,
-                reason: Some("paused".into()),
+                reason: Some(SKIPPED_PAUSED.into()),
             });
         } else if t < oldest_allowed {
             let late_s = now.millis_since(t) / 1000;
@@ -136,7 +144,7 @@ fn before_start(s: &Schedule, spec: &CompiledSpec, first: Timestamp) -> Vec<Plan
         if t >= start || out.len() >= MAX_BOUND_RECORDS {
             break;
         }
-        out.push(bound_record(s, t, "before_start"));
+        out.push(bound_record(s, t, SKIPPED_BEFORE_START));
         cur = spec.rule_next_after(t);
     }
     out
@@ -146,7 +154,7 @@ fn before_start(s: &Schedule, spec: &CompiledSpec, first: Timestamp) -> Vec<Plan
 fn after_end(s: &Schedule, spec: &CompiledSpec, last: Timestamp) -> Option<PlannedTick> {
     let end = spec.end()?;
     let t = spec.rule_next_after(last)?;
-    (t >= end).then(|| bound_record(s, t, "after_end"))
+    (t >= end).then(|| bound_record(s, t, SKIPPED_AFTER_END))
 }
 
 /// Paces catch-up: ticks planned later than `late_after` behind their fire time are given

@@ -10,7 +10,7 @@ use cronhook_store::{PlannedSchedule, TickStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{CatchupPacer, plan_schedule, tick_for};
+use crate::plan::{CatchupPacer, SKIPPED_AFTER_END, SKIPPED_BEFORE_START, SKIPPED_PAUSED, plan_schedule, tick_for};
 use crate::{Error, PlannerConfig};
 
 /// Plans the shards this node owns. See the crate docs for the protocol.
@@ -157,7 +157,12 @@ impl Planner {
             let mut missed = 0usize;
             for t in written.flat_map(|p| &p.ticks) {
                 match t.state {
-                    TickState::Skipped => self.metrics.skipped(t.reason.as_deref().unwrap_or_default()),
+                    TickState::Skipped => match t.reason.as_deref() {
+                        Some(SKIPPED_PAUSED) => self.metrics.ticks_skipped_paused.inc(),
+                        Some(SKIPPED_BEFORE_START) => self.metrics.ticks_skipped_before_start.inc(),
+                        Some(SKIPPED_AFTER_END) => self.metrics.ticks_skipped_after_end.inc(),
+                        _ => {}
+                    },
                     TickState::Missed => missed += 1,
                     _ => {}
                 }

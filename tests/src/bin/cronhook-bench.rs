@@ -154,7 +154,6 @@ async fn run_herd(
     url: &str,
     sink: &Sink,
     procs: &[(String, u32)],
-    t0: Instant,
 ) -> anyhow::Result<serde_json::Value> {
     let at = cronhook_core::Timestamp::from_millis(
         (cronhook_core::Timestamp::now().as_millis() + 20_000 + n as i64 / 10) / 1000 * 1000,
@@ -179,39 +178,11 @@ async fn run_herd(
         sqlx::query_as("SELECT value FROM cluster_settings WHERE key = 'shard_count'").fetch_one(&pool).await?;
     let shards: u32 = shards.parse()?;
     let loaded = Instant::now();
-    for chunk in (1..n).collect::<Vec<_>>().chunks(10_000) {
-        let ids: Vec<cronhook_core::ScheduleId> = chunk.iter().map(|_| cronhook_core::ScheduleId::generate()).collect();
-        sqlx::query(
-            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
-             version, shard, created_at, updated_at) SELECT t.project_id, v.id, v.name, t.definition, t.state, \
-             t.state_reason, t.next_fire_at, t.runs_left, t.version, v.shard, now(), now() \
-             FROM schedules t, UNNEST($1::uuid[], $2::text[], $3::int[]) AS v(id, name, shard) WHERE t.id = $4::uuid",
-        )
-        .bind(ids.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|i| format!("herd-{i}")).collect::<Vec<_>>())
-        .bind(ids.iter().map(|i| i.shard(shards) as i32).collect::<Vec<_>>())
-        .bind(uuid_of(&template)?)
-        .execute(&pool)
-        .await?;
-    }
+    bulk_copy(&pool, &template, shards, "herd", 1..n, None).await?;
     eprintln!("[bench] herd of {n} loaded in {:?}; due at {}", loaded.elapsed(), at.to_rfc3339());
     // Schedules that exist but are not due during the run (next fire time in 2100).
     let loaded = Instant::now();
-    for chunk in (0..idle).collect::<Vec<_>>().chunks(20_000) {
-        let ids: Vec<cronhook_core::ScheduleId> = chunk.iter().map(|_| cronhook_core::ScheduleId::generate()).collect();
-        sqlx::query(
-            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
-             version, shard, created_at, updated_at) SELECT t.project_id, v.id, v.name, t.definition, t.state, \
-             t.state_reason, '2100-01-01T00:00:00Z', t.runs_left, t.version, v.shard, now(), now() \
-             FROM schedules t, UNNEST($1::uuid[], $2::text[], $3::int[]) AS v(id, name, shard) WHERE t.id = $4::uuid",
-        )
-        .bind(ids.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|i| format!("idle-{i}")).collect::<Vec<_>>())
-        .bind(ids.iter().map(|i| i.shard(shards) as i32).collect::<Vec<_>>())
-        .bind(uuid_of(&template)?)
-        .execute(&pool)
-        .await?;
-    }
+    bulk_copy(&pool, &template, shards, "idle", 0..idle, Some("2100-01-01T00:00:00Z")).await?;
     let mut list_ms = Vec::new();
     if idle > 0 {
         eprintln!("[bench] {idle} idle schedules loaded in {:?}", loaded.elapsed());
@@ -261,15 +232,7 @@ async fn run_herd(
     let duplicates = per_id.values().filter(|c| **c > 1).count();
     let missing = n.saturating_sub(per_id.len());
     let drained_ms = late.last().copied().unwrap_or(0);
-    let usage: Vec<(String, f64, f64)> = procs
-        .iter()
-        .zip(&cpu0)
-        .map(|((name, pid), c0)| {
-            let (c, rss) = proc_usage(*pid);
-            (name.clone(), c - c0, rss)
-        })
-        .collect();
-    let _ = t0;
+    let usage = usage_since(procs, &cpu0);
     println!("cronhook bench: herd of {n} one-shot schedules due at the same second (distributed)");
     println!("  drained in          {drained_ms} ms after the due time (last delivery)");
     println!(
@@ -288,12 +251,57 @@ async fn run_herd(
         "lateness_ms": {"p50": percentile(&late, 0.5), "p90": percentile(&late, 0.9), "p99": percentile(&late, 0.99)},
         "delivered": per_id.len(), "missing": missing, "duplicate_sends": duplicates, "idle_schedules": idle,
         "list_page_ms": list_ms,
-        "processes": usage.iter().map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()})).collect::<Vec<_>>(),
+        "processes": processes_json(&usage),
     }))
 }
 
-fn uuid_of(id: &str) -> anyhow::Result<sqlx::types::Uuid> {
-    Ok(sqlx::types::Uuid::parse_str(id)?)
+/// Inserts copies of schedule `template` named `{prefix}-{i}` for `range`, each with an id
+/// and shard of its own, and the template's next fire time unless `next_fire` is given.
+async fn bulk_copy(
+    pool: &sqlx::PgPool,
+    template: &str,
+    shards: u32,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    next_fire: Option<&str>,
+) -> anyhow::Result<()> {
+    let template = sqlx::types::Uuid::parse_str(template)?;
+    for chunk in range.collect::<Vec<_>>().chunks(10_000) {
+        let ids: Vec<cronhook_core::ScheduleId> = chunk.iter().map(|_| cronhook_core::ScheduleId::generate()).collect();
+        sqlx::query(
+            "INSERT INTO schedules (project_id, id, name, definition, state, state_reason, next_fire_at, runs_left, \
+             version, shard, created_at, updated_at) SELECT t.project_id, v.id, v.name, t.definition, t.state, \
+             t.state_reason, COALESCE($5::timestamptz, t.next_fire_at), t.runs_left, t.version, v.shard, now(), now() \
+             FROM schedules t, UNNEST($1::uuid[], $2::text[], $3::int[]) AS v(id, name, shard) WHERE t.id = $4",
+        )
+        .bind(ids.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>())
+        .bind(ids.iter().map(|i| i.shard(shards) as i32).collect::<Vec<_>>())
+        .bind(template)
+        .bind(next_fire)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// CPU seconds since `cpu0` and peak RSS of each process.
+fn usage_since(procs: &[(String, u32)], cpu0: &[f64]) -> Vec<(String, f64, f64)> {
+    procs
+        .iter()
+        .zip(cpu0)
+        .map(|((name, pid), c0)| {
+            let (c, rss) = proc_usage(*pid);
+            (name.clone(), c - c0, rss)
+        })
+        .collect()
+}
+
+fn processes_json(usage: &[(String, f64, f64)]) -> Vec<serde_json::Value> {
+    usage
+        .iter()
+        .map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()}))
+        .collect()
 }
 
 /// Counts runs of the bench window in Postgres or SQLite.
@@ -398,7 +406,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(herd) = a.get("herd") {
         let c = cluster.as_ref().context("--herd needs --mode distributed")?;
         let idle: usize = a.get("idle").map(|v| v.parse()).transpose()?.unwrap_or(0);
-        let report = run_herd(herd.parse()?, idle, &api, &c.db_url, &url, &sink, &procs, t0).await?;
+        let report = run_herd(herd.parse()?, idle, &api, &c.db_url, &url, &sink, &procs).await?;
         if let Some(path) = a.get("json") {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
@@ -430,14 +438,7 @@ async fn main() -> anyhow::Result<()> {
     let measure_to = t0.elapsed().as_millis() as u32;
     let recv1 = sink.received.load(Ordering::Relaxed);
     let end_ms = cronhook_core::Timestamp::now().as_millis() - 3_000; // ticks of the last seconds may be in flight
-    let usage: Vec<(String, f64, f64)> = procs
-        .iter()
-        .zip(&cpu0)
-        .map(|((name, pid), c0)| {
-            let (c, rss) = proc_usage(*pid);
-            (name.clone(), c - c0, rss)
-        })
-        .collect();
+    let usage = usage_since(&procs, &cpu0);
     tokio::time::sleep(Duration::from_secs(5)).await; // let the window's deliveries land
 
     let samples = sink.samples.lock().map(|s| s.clone()).unwrap_or_default();
@@ -474,7 +475,7 @@ async fn main() -> anyhow::Result<()> {
         },
         "ticks_expected": expected, "runs_found": runs, "missing": (expected - runs).max(0),
         "duplicate_sends": duplicates, "rows_in_database": rows,
-        "processes": usage.iter().map(|(n, c, r)| json!({"name": n, "cpu_s": (c * 10.0).round() / 10.0, "peak_rss_mib": r.round()})).collect::<Vec<_>>(),
+        "processes": processes_json(&usage),
     });
     println!(
         "cronhook bench: {mode}, {n} every-second schedules, {}s measured after {}s warm-up",
