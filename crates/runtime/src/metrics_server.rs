@@ -21,6 +21,8 @@ pub async fn serve_metrics(
             _ = cancel.cancelled() => return Ok(()),
             r = listener.accept() => r?,
         };
+        // Best effort: a scrape answered without waiting for delayed ACKs.
+        let _ = stream.set_nodelay(true);
         let render = render.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
