@@ -121,6 +121,10 @@ pub trait TickStore: Send + Sync + 'static {
     /// Marks ticks as published at `at` (only those still `planned`; a later state wins).
     async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
 
+    /// Puts ticks recorded as published at commit back into the outbox (state `planned`)
+    /// after producing them failed; ticks already further along are left alone.
+    async fn unmark_published(&self, ids: &[TickId]) -> Result<()>;
+
     /// Returns up to `limit` parked runs of `shards` whose next attempt is due by `horizon`
     /// and not yet dispatched for that attempt (or dispatched before `redispatch_before`,
     /// in case that dispatch was lost), as ticks whose fire time is the attempt's time.

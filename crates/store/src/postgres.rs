@@ -602,10 +602,8 @@ impl TickStore for PgStore {
         if valid.is_empty() {
             return Ok(out);
         }
-        sqlx::query("UPDATE shard_leases SET last_write_at = now() WHERE shard = ANY($1)")
-            .bind(valid.keys().map(|s| *s as i32).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+        // The row locks above are the fence; writing `last_write_at` as well cost an UPDATE of
+        // up to every shard's row per pass (a herd touches all 256) and nothing reads it.
         let plan: Vec<&PlannedSchedule> = plan.iter().filter(|p| valid.contains_key(&p.shard)).collect();
         // Two statements whatever the batch: one UPDATE of every schedule (UNNEST), then one
         // INSERT of the ticks of those that advanced (docs/benchmarks.md has the figures).
@@ -640,8 +638,9 @@ impl TickStore for PgStore {
         for chunk in ticks.chunks(10_000) {
             let rows = sqlx::query(
                 "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
-                 schedule_version, shard, epoch, state, reason, created_at, updated_at) \
-                 SELECT p, i, s, n, f, 'scheduled', v, sh, e, st, r, now(), now() FROM UNNEST($1::text[], \
+                 schedule_version, shard, epoch, state, reason, created_at, updated_at, published_at) \
+                 SELECT p, i, s, n, f, 'scheduled', v, sh, e, st, r, now(), now(), \
+                 CASE WHEN st = 'published' THEN now() END FROM UNNEST($1::text[], \
                  $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], $8::int[], \
                  $9::bigint[], $10::text[]) AS x(p, i, s, n, f, v, st, sh, e, r) ON CONFLICT (id) DO NOTHING RETURNING id, state",
             )
@@ -659,7 +658,7 @@ impl TickStore for PgStore {
             .await?;
             for r in rows {
                 let state: String = r.try_get("state")?;
-                if state == TickState::Planned.as_str() {
+                if state == TickState::Planned.as_str() || state == TickState::Published.as_str() {
                     out.new_ticks.push(TickId::from_uuid(r.try_get("id")?));
                 }
             }
@@ -722,6 +721,18 @@ impl TickStore for PgStore {
         )
         .bind(ids)
         .bind(dt(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unmark_published(&self, ids: &[TickId]) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+        sqlx::query(
+            "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = now() \
+             WHERE id = ANY($1) AND state = 'published'",
+        )
+        .bind(ids)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -963,8 +974,11 @@ impl RunStore for PgStore {
         .bind(recs.iter().map(|r| r.lease_until.map(dt)).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        let finals: Vec<(Uuid, &str)> =
+        let mut finals: Vec<(Uuid, &str)> =
             recs.iter().filter_map(|r| tick_state_for(r.status).map(|s| (*r.tick_id.as_uuid(), s))).collect();
+        // Row locks in id order, as `id = ANY(..)` updates of ticks take them: two batches
+        // touching the same ticks then wait for each other instead of deadlocking.
+        finals.sort_unstable();
         if !finals.is_empty() {
             sqlx::query(
                 "UPDATE ticks SET state = v.state, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS v(id, state) \

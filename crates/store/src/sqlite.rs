@@ -552,20 +552,23 @@ impl TickStore for SqliteStore {
     async fn commit_plans(&self, epochs: &[(u32, i64)], plan: &[PlannedSchedule]) -> Result<PlanOutcome> {
         let now = Timestamp::now().as_millis();
         let mut tx = self.write_tx().await?;
-        // Fencing: the same conditional write as in Postgres, inside the write transaction
-        // (which excludes every other writer until commit).
+        // Fencing: the epochs are checked inside the write transaction, which excludes every
+        // other writer (a claim included) until commit. One query for all shards, not one
+        // statement per shard (a herd touches every shard in each pass).
+        let shards: Vec<u32> = epochs.iter().map(|(s, _)| *s).collect();
+        let current: HashMap<u32, i64> = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT shard, epoch FROM shard_leases WHERE shard IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(shard_json(&shards))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(s, e)| (s as u32, e))
+        .collect();
         let mut out = PlanOutcome::default();
         let mut valid: HashMap<u32, i64> = HashMap::new();
         for &(shard, epoch) in epochs {
-            let current = sqlx::query("UPDATE shard_leases SET last_write_at = ?3 WHERE shard = ?1 AND epoch = ?2")
-                .bind(i64::from(shard))
-                .bind(epoch)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if current {
+            if current.get(&shard) == Some(&epoch) {
                 valid.insert(shard, epoch);
             } else {
                 out.fenced.push((shard, epoch));
@@ -595,11 +598,11 @@ impl TickStore for SqliteStore {
                 continue;
             }
             out.advanced += 1;
-            // 13 bound values per row, SQLite allows 32766 per statement.
+            // 14 bound values per row, SQLite allows 32766 per statement.
             for chunk in p.ticks.chunks(500) {
                 let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                     "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
-                     schedule_version, shard, epoch, state, reason, created_at, updated_at) ",
+                     schedule_version, shard, epoch, state, reason, created_at, updated_at, published_at) ",
                 );
                 qb.push_values(chunk, |mut b, t| {
                     b.push_bind(p.project_id.as_str())
@@ -614,12 +617,13 @@ impl TickStore for SqliteStore {
                         .push_bind(t.state.as_str())
                         .push_bind(t.reason.clone())
                         .push_bind(now)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind((t.state == TickState::Published).then_some(now));
                 });
                 qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id, state");
                 for r in qb.build().fetch_all(&mut *tx).await? {
                     let state: String = r.try_get("state")?;
-                    if state == TickState::Planned.as_str() {
+                    if state == TickState::Planned.as_str() || state == TickState::Published.as_str() {
                         out.new_ticks.push(TickId::from_uuid(uuid(&r, "id")?));
                     }
                 }
@@ -683,6 +687,18 @@ impl TickStore for SqliteStore {
         )
         .bind(id_json(ids))
         .bind(at.as_millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn unmark_published(&self, ids: &[TickId]) -> Result<()> {
+        sqlx::query(
+            "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'published'",
+        )
+        .bind(id_json(ids))
+        .bind(Timestamp::now().as_millis())
         .execute(&self.writer)
         .await?;
         Ok(())

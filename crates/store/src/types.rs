@@ -18,7 +18,9 @@ pub struct PlannedTick {
     pub nominal_time: Timestamp,
     /// Nominal time plus jitter.
     pub fire_time: Timestamp,
-    /// `Planned` (to publish), or a final decision such as `Missed` or `Skipped`.
+    /// `Planned` (left in the outbox), `Published` (recorded as published at commit: the
+    /// planner produces it right after; see [`crate::TickStore::unmark_published`]), or a
+    /// final decision such as `Missed` or `Skipped`.
     pub state: TickState,
     /// Why, for final decisions.
     pub reason: Option<String>,
@@ -52,7 +54,7 @@ pub struct PlanOutcome {
     pub advanced: usize,
     /// Schedules skipped because they changed since they were read.
     pub stale: usize,
-    /// Ids of newly recorded ticks in state `planned` (to publish now).
+    /// Ids of newly recorded ticks in state `planned` or `published` (to publish now).
     pub new_ticks: Vec<TickId>,
     /// (shard, epoch) pairs no longer current: their plans were not written.
     pub fenced: Vec<(u32, i64)>,

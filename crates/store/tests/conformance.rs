@@ -57,6 +57,7 @@ store_suite!(
     plan_commit_is_idempotent_and_fenced,
     one_commit_covers_several_shards_fenced_per_shard,
     outbox_publish_and_reconcile,
+    ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced,
     run_lifecycle_and_dedup,
     concurrent_begin_run_creates_one_run,
     runs_filter_and_paginate_newest_first,
@@ -375,6 +376,52 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     // a delivered tick is never set back to published
     st.ticks.mark_published(&[pending[0].id], ms(100_020)).await.unwrap();
     assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 2);
+}
+
+async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    // the planner records what it produces right away as published, the rest as planned
+    let mut p = plan(&s, &[5_000, 6_000, 7_000], Some(8_000));
+    p.ticks[0].state = TickState::Published;
+    p.ticks[1].state = TickState::Published;
+    let out = st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
+    assert_eq!(out.new_ticks.len(), 3, "published and planned ticks are both new");
+    let outbox: Vec<Timestamp> =
+        st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().map(|t| t.fire_time).collect();
+    assert_eq!(outbox, vec![ms(7_000)], "ticks published at commit are not in the outbox");
+    // published at commit time: reconciliation finds them once the grace period passed
+    let now = Timestamp::now();
+    assert!(st.ticks.ticks_without_run(&all, now.add_millis(-60_000), 100).await.unwrap().is_empty());
+    assert_eq!(st.ticks.ticks_without_run(&all, now.add_millis(60_000), 100).await.unwrap().len(), 2);
+
+    // one of them reached a worker and finished; producing the other failed
+    let first = tick_of(&s, ms(5_000));
+    let BeginRun::Started(run) = st.runs.begin_run(&first, RunId::generate(), ms(5_001), FAR).await.unwrap() else {
+        panic!("first begin_run must start")
+    };
+    st.runs
+        .record_attempt(&AttemptRecord {
+            project_id: project(),
+            tick_id: first.id,
+            attempt: attempt(run.id, 1, Some(200)),
+            status: RunStatus::Succeeded,
+            next_attempt_at: None,
+            finished_at: Some(ms(5_010)),
+            park: false,
+            lease_until: None,
+            effects: None,
+        })
+        .await
+        .unwrap();
+    let second = TickId::scheduled(s.id, ms(6_000));
+    st.ticks.unmark_published(&[first.id, second]).await.unwrap();
+    let outbox: Vec<Timestamp> =
+        st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().map(|t| t.fire_time).collect();
+    assert_eq!(outbox, vec![ms(6_000), ms(7_000)], "the unproduced tick is back; the delivered one is not");
+    assert!(st.ticks.ticks_without_run(&all, now.add_millis(60_000), 100).await.unwrap().is_empty());
 }
 
 async fn run_lifecycle_and_dedup(st: Stores) {

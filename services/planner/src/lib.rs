@@ -4,8 +4,10 @@
 //! 2. decides their ticks ([`plan::plan_schedule`], pure): planned, or missed when older
 //!    than the catch-up window,
 //! 3. records the ticks and advances the schedules in ONE transaction fenced by the
-//!    shard's epoch (the outbox: a crash after this loses nothing),
-//! 4. publishes the outbox to the queue and marks the ticks published,
+//!    shard's epoch (the outbox: a crash after this loses nothing); ticks due within the
+//!    look-ahead are recorded as published,
+//! 4. produces those to the queue (putting them back in the outbox if that fails), and
+//!    publishes what waits in the outbox (paced catch-up, earlier failures), marking it,
 //! 5. now and then, republishes published ticks that still have no run after a grace
 //!    period (reconciliation: even a queue that loses messages cannot lose a tick).
 //!

@@ -127,9 +127,11 @@ impl Planner {
             return Ok(false);
         }
         let shards: Vec<u32> = self.claimed.keys().copied().collect();
+        let started = Instant::now();
         let now = self.store.now().await?;
         let horizon = now.add_millis(self.cfg.lookahead.as_millis() as i64);
         let due = self.store.due_schedules(&shards, horizon, self.cfg.batch_size).await?;
+        let t_due = started.elapsed();
         let full = due.len() as u32 >= self.cfg.batch_size;
 
         let mut plans: Vec<PlannedSchedule> = Vec::with_capacity(due.len());
@@ -138,6 +140,13 @@ impl Planner {
             if let Some(mut p) = self.plan_one(s, now, horizon) {
                 let paced = self.pacer.pace(now, &mut p.ticks);
                 self.metrics.ticks_paced.add(paced as u64);
+                // What is due within the lookahead is recorded as published by the commit and
+                // produced right after it. Marking it in a second statement raced the workers:
+                // they had often finished the tick already, and the two row-lock orders
+                // deadlocked (docs/benchmarks.md, herd).
+                for t in p.ticks.iter_mut().filter(|t| t.state == TickState::Planned && t.fire_time <= horizon) {
+                    t.state = TickState::Published;
+                }
                 plans.push(p);
                 sources.push(s);
             }
@@ -150,6 +159,7 @@ impl Planner {
                 involved.into_iter().filter_map(|s| self.claimed.get(&s).map(|e| (s, *e))).collect()
             };
             let out = self.store.commit_plans(&epochs, &plans).await?;
+            let t_commit = started.elapsed();
             for &(shard, epoch) in &out.fenced {
                 self.fenced(shard, epoch);
             }
@@ -172,20 +182,26 @@ impl Planner {
             if missed > 0 {
                 tracing::warn!(missed, "ticks outside the catch-up window recorded as missed");
             }
-            // Publish what was just recorded from memory (reading it back through the outbox
+            // Produce what was just recorded from memory (reading it back through the outbox
             // query cost a join per tick, docs/benchmarks.md); paced ticks and anything a
             // failure leaves behind go through the outbox below.
             let fresh: HashSet<TickId> = out.new_ticks.into_iter().collect();
             let mut direct = Vec::with_capacity(fresh.len());
             for (p, s) in plans.iter().zip(&sources) {
                 let Some(&epoch) = self.claimed.get(&p.shard) else { continue };
-                for t in p.ticks.iter().filter(|t| t.fire_time <= horizon && fresh.contains(&t.id)) {
+                for t in p.ticks.iter().filter(|t| t.state == TickState::Published && fresh.contains(&t.id)) {
                     direct.push(tick_for(s, t, epoch));
                 }
             }
-            for chunk in direct.chunks(self.cfg.publish_batch.max(1) as usize) {
-                self.publish(chunk).await?;
-            }
+            self.produce_committed(&direct).await?;
+            tracing::debug!(
+                schedules = due.len(),
+                ticks = direct.len(),
+                due_ms = t_due.as_millis() as u64,
+                commit_ms = (t_commit - t_due).as_millis() as u64,
+                publish_ms = (started.elapsed() - t_commit).as_millis() as u64,
+                "planned"
+            );
         }
         self.publish_outbox(&shards, horizon, cancel).await?;
         self.dispatch_retries(&shards, now, horizon).await?;
@@ -239,6 +255,24 @@ impl Planner {
         let ids: Vec<TickId> = due.iter().map(|t| t.id).collect();
         self.store.mark_dispatched(&ids, now).await?;
         self.metrics.retries_dispatched.add(due.len() as u64);
+        Ok(())
+    }
+
+    /// Produces ticks the plan commit recorded as published. When producing fails, what was
+    /// not produced goes back to the outbox (the next pass publishes it); if even that write
+    /// fails, reconciliation republishes them after its grace period.
+    async fn produce_committed(&self, ticks: &[Tick]) -> Result<(), Error> {
+        let size = self.cfg.publish_batch.max(1) as usize;
+        for (i, chunk) in ticks.chunks(size).enumerate() {
+            if let Err(e) = self.publisher.publish(chunk).await {
+                let left: Vec<TickId> = ticks[i * size..].iter().map(|t| t.id).collect();
+                if let Err(undo) = self.store.unmark_published(&left).await {
+                    tracing::warn!(error = %undo, count = left.len(), "could not return unproduced ticks to the outbox; reconciliation will republish them");
+                }
+                return Err(e.into());
+            }
+            self.metrics.ticks_published.add(chunk.len() as u64);
+        }
         Ok(())
     }
 

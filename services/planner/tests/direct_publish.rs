@@ -1,34 +1,47 @@
-//! The planner publishes fresh ticks from memory (`plan::tick_for`) instead of reading them
-//! back through the outbox query: both must give workers the same tick.
+//! How the planner publishes: fresh ticks from memory (`plan::tick_for`) instead of read
+//! back through the outbox query (both must give workers the same tick), recorded as
+//! published by the plan commit itself, and returned to the outbox when producing fails.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
 use cronhook_core::{
     Header, HttpMethod, HttpTarget, NewSchedule, OverlapPolicy, ProjectId, RetryPolicy, Schedule, ScheduleId,
-    ScheduleSpec, ScheduleState, SpecKind, Timestamp,
+    ScheduleSpec, ScheduleState, SpecKind, Tick, Timestamp,
 };
 use cronhook_cron::CompiledSpec;
+use cronhook_election::local::LocalShardLeases;
 use cronhook_planner::plan::{plan_schedule, tick_for};
+use cronhook_planner::{Planner, PlannerConfig};
+use cronhook_queue::TickPublisher;
+use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
-async fn a_tick_from_memory_equals_the_outbox_tick() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), 8).await.unwrap();
-    let id = ScheduleId::generate();
-    let spec = ScheduleSpec {
+const SHARDS: u32 = 8;
+
+fn every_second() -> ScheduleSpec {
+    ScheduleSpec {
         kind: SpecKind::Interval { every_ms: 1000, offset_ms: 0 },
         time_zone: "UTC".into(),
         start: None,
         end: None,
         remaining_runs: None,
-    };
-    let s = Schedule {
+    }
+}
+
+/// A schedule firing every second from `first`, with a request using every field.
+fn schedule(first: Timestamp) -> Schedule {
+    let id = ScheduleId::generate();
+    Schedule {
         id,
         project_id: ProjectId::default_project(),
         def: NewSchedule {
             name: "direct".into(),
             description: String::new(),
-            spec: spec.clone(),
+            spec: every_second(),
             target: HttpTarget {
                 url: "https://example.com/hook".into(),
                 method: HttpMethod::Put,
@@ -48,17 +61,24 @@ async fn a_tick_from_memory_equals_the_outbox_tick() {
         },
         state: ScheduleState::Active,
         state_reason: String::new(),
-        next_fire_at: Some(Timestamp::from_millis(10_000)),
+        next_fire_at: Some(first),
         version: 1,
-        shard: id.shard(8),
+        shard: id.shard(SHARDS),
         runs_left: None,
         created_at: Timestamp::from_millis(0),
         updated_at: Timestamp::from_millis(0),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_tick_from_memory_equals_the_outbox_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
+    let s = schedule(Timestamp::from_millis(10_000));
     stores.schedules.insert_schedule(&s).await.unwrap();
-    let s = stores.schedules.get_schedule(&s.project_id, id).await.unwrap();
+    let s = stores.schedules.get_schedule(&s.project_id, s.id).await.unwrap();
     assert!(stores.ticks.claim_shard(s.shard, 5, "p").await.unwrap());
-    let compiled = CompiledSpec::compile(&spec).unwrap();
+    let compiled = CompiledSpec::compile(&every_second()).unwrap();
     let plan =
         plan_schedule(&s, &compiled, Timestamp::from_millis(10_000), Timestamp::from_millis(12_000), 10).unwrap();
     let out = stores.ticks.commit_plan(s.shard, 5, std::slice::from_ref(&plan)).await.unwrap();
@@ -69,4 +89,83 @@ async fn a_tick_from_memory_equals_the_outbox_tick() {
         let planned = plan.ticks.iter().find(|p| p.id == t.id).unwrap();
         assert_eq!(&tick_for(&s, planned, 5), t);
     }
+}
+
+/// A queue that refuses every publish while `broken`, and records what it accepted.
+#[derive(Default)]
+struct FlakyQueue {
+    broken: AtomicBool,
+    accepted: std::sync::Mutex<Vec<Tick>>,
+}
+
+#[async_trait]
+impl TickPublisher for FlakyQueue {
+    async fn publish(&self, ticks: &[Tick]) -> cronhook_queue::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(cronhook_queue::Error::Backend("broker unreachable".into()));
+        }
+        self.accepted.lock().unwrap().extend_from_slice(ticks);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn ticks_whose_produce_failed_go_back_to_the_outbox_and_are_published_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
+    let first = Timestamp::from_millis(Timestamp::now().as_millis() / 1000 * 1000 + 1000);
+    let s = schedule(first);
+    stores.schedules.insert_schedule(&s).await.unwrap();
+    let queue = Arc::new(FlakyQueue::default());
+    queue.broken.store(true, Ordering::SeqCst);
+    let cfg = PlannerConfig { poll_interval: Duration::from_millis(50), ..PlannerConfig::default() };
+    let planner = Planner::new(
+        stores.ticks.clone(),
+        queue.clone(),
+        Arc::new(LocalShardLeases::new(SHARDS, 1)),
+        "p".into(),
+        cfg,
+        Default::default(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(planner.run(cancel.clone()));
+
+    // While the broker refuses: ticks get planned (the schedule advances) but none is left
+    // recorded as published, which only reconciliation would find, a grace period later.
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let waiting = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let until = Timestamp::now().add_millis(10_000);
+            let outbox = stores.ticks.ticks_to_publish(&all, until, 100).await.unwrap();
+            if outbox.len() >= 2 {
+                break outbox;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(queue.accepted.lock().unwrap().is_empty());
+    let far = Timestamp::now().add_millis(3_600_000);
+    assert!(stores.ticks.ticks_without_run(&all, far, 100).await.unwrap().is_empty(), "no tick stuck as published");
+
+    // The broker is back: the outbox is published, each tick once, none skipped.
+    queue.broken.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while queue.accepted.lock().unwrap().len() < waiting.len() + 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let mut nominal: Vec<i64> = queue.accepted.lock().unwrap().iter().map(|t| t.nominal_time.as_millis()).collect();
+    let produced = nominal.len();
+    nominal.sort_unstable();
+    nominal.dedup();
+    assert_eq!(nominal.len(), produced, "each tick produced once");
+    let expected: Vec<i64> = (0..produced as i64).map(|i| first.as_millis() + i * 1000).collect();
+    assert_eq!(nominal, expected, "every second from the first, none lost");
+    assert!(waiting.iter().all(|t| nominal.contains(&t.nominal_time.as_millis())));
 }
