@@ -49,10 +49,14 @@ impl Cronhook {
     }
 
     /// Starts `cronhook <args>` with extra environment and waits for a stdout line
-    /// containing `ready` (the text after it becomes `api`).
+    /// containing `ready` (the text after it becomes `api`). Its log filter is
+    /// `CRONHOOK_TEST_CHILD_LOG` when set (e.g. `info,cronhook_planner=debug` for the planner's
+    /// pass timings in a benchmark), else info.
     pub async fn spawn(name: &str, args: &[&str], env: &[(String, String)], ready: &str) -> anyhow::Result<Self> {
         let mut cmd = Command::new(cronhook_bin()?);
-        cmd.args(args).env("RUST_LOG", "info,sqlx=warn,librdkafka=warn");
+        let filter =
+            std::env::var("CRONHOOK_TEST_CHILD_LOG").unwrap_or_else(|_| "info,sqlx=warn,librdkafka=warn".into());
+        cmd.args(args).env("RUST_LOG", filter);
         for (k, v) in env {
             cmd.env(k, v);
         }

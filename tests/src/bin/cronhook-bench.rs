@@ -50,6 +50,7 @@ async fn start_sink(sink: Arc<Sink>, t0: Instant) -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
             let sink = sink.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -183,10 +184,13 @@ async fn run_herd(
     // Schedules that exist but are not due during the run (next fire time in 2100).
     let loaded = Instant::now();
     bulk_copy(&pool, &template, shards, "idle", 0..idle, Some("2100-01-01T00:00:00Z")).await?;
+    // Created through the API these rows would take minutes, and autovacuum would have
+    // analyzed them long before they fire; a bulk copy seconds before needs it done here,
+    // or the due query is planned for an empty table (docs/benchmarks.md).
+    sqlx::query("ANALYZE schedules").execute(&pool).await?;
     let mut list_ms = Vec::new();
     if idle > 0 {
         eprintln!("[bench] {idle} idle schedules loaded in {:?}", loaded.elapsed());
-        sqlx::query("ANALYZE schedules").execute(&pool).await?;
         // ListSchedules: 20 consecutive pages of 100, each timed
         let mut token = String::new();
         for _ in 0..20 {
@@ -343,6 +347,24 @@ async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, 
     }
 }
 
+/// `--log-dir DIR`: writes each cronhook process's log (stderr) to `DIR/<name>.log`, for
+/// profiling runs (e.g. with `CRONHOOK_TEST_CHILD_LOG=info,cronhook_planner=debug` for pass timings).
+fn save_logs(dir: Option<&String>, cluster: Option<&Cluster>, dev: Option<&Cronhook>) -> anyhow::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir)?;
+    let mut procs: Vec<&Cronhook> = dev.into_iter().collect();
+    if let Some(c) = cluster {
+        procs.push(&c.api);
+        procs.extend(c.planners.iter().flatten());
+        procs.extend(c.workers.iter().flatten());
+    }
+    for p in procs {
+        std::fs::write(format!("{dir}/{}.log", p.name), p.logs().join("\n"))?;
+    }
+    eprintln!("[bench] logs written to {dir}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
@@ -410,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
         if let Some(path) = a.get("json") {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
+        save_logs(a.get("log-dir"), cluster.as_ref(), None)?;
         drop(cluster);
         return Ok(());
     }
@@ -502,6 +525,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = a.get("json") {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
+    save_logs(a.get("log-dir"), cluster.as_ref(), dev.as_ref())?;
     drop(dev);
     drop(cluster);
     if a.get("check").is_some_and(|v| v == "true") && ((expected - runs) > 0 || duplicates > 0) {
