@@ -14,8 +14,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason,
-    corrupt, last_error, overlap_reason_running, safe, stale_etag, tick_state_for, to_json,
+    AttemptRow, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
+    auto_pause_reason, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag, tick_state_for,
+    to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter, RunStore,
@@ -165,53 +166,74 @@ async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bo
 }
 
 /// Applies a final run's consequences to its schedule (auto-pause count, notification).
-async fn apply_effects(tx: &mut sqlx::Transaction<'_, Postgres>, rec: &AttemptRecord) -> Result<()> {
-    let Some(fx) = &rec.effects else { return Ok(()) };
-    match rec.status {
-        RunStatus::Failed => {
-            let n: Option<i32> = sqlx::query_scalar(
-                "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
-                 WHERE project_id = $1 AND id = $2 RETURNING consecutive_failures",
-            )
-            .bind(rec.project_id.as_str())
-            .bind(fx.schedule_id.as_uuid())
-            .fetch_optional(&mut **tx)
-            .await?;
-            if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
+/// Applies the consequences of the final runs among `recs` to their schedules (failure
+/// counts and auto-pause, notifications, buffered ticks), in a few statements per batch.
+async fn apply_effects(tx: &mut sqlx::Transaction<'_, Postgres>, recs: &[AttemptRecord]) -> Result<()> {
+    let plan = plan_effects(recs);
+    for step in &plan.steps {
+        match step {
+            EffectStep::Reset(list) => {
                 sqlx::query(
-                    "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, updated_at = now() \
-                     WHERE project_id = $1 AND id = $2 AND state = 'active'",
+                    "UPDATE schedules s SET consecutive_failures = 0 FROM UNNEST($1::text[], $2::uuid[]) AS v(p, i) \
+                     WHERE s.project_id = v.p AND s.id = v.i AND s.consecutive_failures <> 0",
                 )
-                .bind(rec.project_id.as_str())
-                .bind(fx.schedule_id.as_uuid())
-                .bind(auto_pause_reason(fx.auto_pause_after))
+                .bind(list.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>())
+                .bind(list.iter().map(|(_, i)| *i.as_uuid()).collect::<Vec<_>>())
                 .execute(&mut **tx)
                 .await?;
             }
+            EffectStep::One(rec, fx) => {
+                match rec.status {
+                    RunStatus::Failed => {
+                        let n: Option<i32> = sqlx::query_scalar(
+                            "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
+                             WHERE project_id = $1 AND id = $2 RETURNING consecutive_failures",
+                        )
+                        .bind(rec.project_id.as_str())
+                        .bind(fx.schedule_id.as_uuid())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
+                            sqlx::query(
+                                "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, \
+                                 updated_at = now() WHERE project_id = $1 AND id = $2 AND state = 'active'",
+                            )
+                            .bind(rec.project_id.as_str())
+                            .bind(fx.schedule_id.as_uuid())
+                            .bind(auto_pause_reason(fx.auto_pause_after))
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                    }
+                    RunStatus::Succeeded => {
+                        sqlx::query(
+                            "UPDATE schedules SET consecutive_failures = 0 \
+                             WHERE project_id = $1 AND id = $2 AND consecutive_failures <> 0",
+                        )
+                        .bind(rec.project_id.as_str())
+                        .bind(fx.schedule_id.as_uuid())
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    _ => {}
+                }
+                if let Some(n) = &fx.notification {
+                    insert_tick_in(&mut **tx, n).await?;
+                }
+            }
         }
-        RunStatus::Succeeded => {
-            sqlx::query(
-                "UPDATE schedules SET consecutive_failures = 0 \
-                 WHERE project_id = $1 AND id = $2 AND consecutive_failures <> 0",
-            )
-            .bind(rec.project_id.as_str())
-            .bind(fx.schedule_id.as_uuid())
-            .execute(&mut **tx)
-            .await?;
-        }
-        _ => {}
     }
-    if let Some(n) = &fx.notification {
-        insert_tick_in(&mut **tx, n).await?;
+    // overlap buffer_one: the run ended, the schedule's buffered tick goes to the outbox
+    if !plan.ended.is_empty() {
+        sqlx::query(
+            "UPDATE ticks SET state = 'planned', reason = NULL, fire_time = now(), updated_at = now() WHERE id IN \
+             (SELECT (SELECT b.id FROM ticks b WHERE b.schedule_id = e.i AND b.state = 'buffered' \
+             ORDER BY b.nominal_time LIMIT 1) FROM UNNEST($1::uuid[]) AS e(i))",
+        )
+        .bind(plan.ended.iter().map(|i| *i.as_uuid()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     }
-    // overlap buffer_one: the run ended, the buffered tick goes to the outbox
-    sqlx::query(
-        "UPDATE ticks SET state = 'planned', reason = NULL, fire_time = now(), updated_at = now() WHERE id = \
-         (SELECT id FROM ticks WHERE schedule_id = $1 AND state = 'buffered' ORDER BY nominal_time LIMIT 1)",
-    )
-    .bind(fx.schedule_id.as_uuid())
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 
@@ -893,7 +915,7 @@ impl RunStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply_effects(&mut tx, rec).await?;
+        apply_effects(&mut tx, std::slice::from_ref(rec)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -989,9 +1011,7 @@ impl RunStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        for r in recs.iter().filter(|r| r.effects.is_some() && r.status.is_final()) {
-            apply_effects(&mut tx, r).await?;
-        }
+        apply_effects(&mut tx, recs).await?;
         tx.commit().await?;
         Ok(())
     }

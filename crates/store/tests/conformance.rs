@@ -64,6 +64,7 @@ store_suite!(
     delete_cancels_open_ticks,
     parked_retries_are_dispatched_once_per_attempt,
     batched_run_writes_match_single_ones,
+    batched_effects_count_failures_as_if_one_at_a_time,
     runs_whose_lease_ran_out_are_handed_out_again,
     ledger_lists_by_outcome_and_retention_purges_old_rows,
     overlap_policies_are_race_free,
@@ -695,6 +696,65 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let unfinished: Vec<TickId> = st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
     assert!(unfinished.is_empty() || unfinished == vec![ticks[3].id], "{unfinished:?}");
+}
+
+async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
+    // a pauses after 3 consecutive failures, b after 2
+    let (a, b) = (schedule("a", Some(ms(5_000))), schedule("b", Some(ms(5_000))));
+    st.schedules.insert_schedule(&a).await.unwrap();
+    st.schedules.insert_schedule(&b).await.unwrap();
+    let end = |s: &Schedule, i: i64, ok: bool, pause_after: u32| {
+        let t = tick_of(s, ms(5_000 + i * 1000));
+        (t, ok, pause_after)
+    };
+    // interleaved in one batch: a: ok, fail, fail, fail (-> 3, paused); b: fail, ok, fail (-> 1)
+    let plan = [
+        end(&a, 0, true, 3),
+        end(&b, 0, false, 2),
+        end(&a, 1, false, 3),
+        end(&b, 1, true, 2),
+        end(&a, 2, false, 3),
+        end(&b, 2, false, 2),
+        end(&a, 3, false, 3),
+    ];
+    let mut recs = Vec::new();
+    for (t, ok, pause_after) in &plan {
+        let BeginRun::Started(run) = st.runs.begin_run(t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+            panic!("new tick")
+        };
+        recs.push(AttemptRecord {
+            project_id: project(),
+            tick_id: t.id,
+            attempt: attempt(run.id, 1, Some(if *ok { 200 } else { 500 })),
+            status: if *ok { RunStatus::Succeeded } else { RunStatus::Failed },
+            next_attempt_at: None,
+            finished_at: Some(ms(9_000)),
+            park: false,
+            lease_until: None,
+            effects: Some(cronhook_store::RunEffects {
+                schedule_id: t.schedule_id,
+                auto_pause_after: *pause_after,
+                notification: None,
+            }),
+        });
+    }
+    st.runs.record_attempts(&recs).await.unwrap();
+    let a2 = st.schedules.get_schedule(&project(), a.id).await.unwrap();
+    assert_eq!(a2.state, ScheduleState::Paused, "a: the success came first, then three failures");
+    let b2 = st.schedules.get_schedule(&project(), b.id).await.unwrap();
+    assert_eq!(
+        b2.state,
+        ScheduleState::Active,
+        "b: the success between its failures reset the count (applied last or first, it would pause)"
+    );
+    // one more failure of b makes two in a row
+    let t = tick_of(&b, ms(9_000));
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+        panic!("new tick")
+    };
+    let fail = AttemptRecord { tick_id: t.id, attempt: attempt(run.id, 1, Some(500)), ..recs[1].clone() };
+    st.runs.record_attempt(&fail).await.unwrap();
+    assert_eq!(st.schedules.get_schedule(&project(), b.id).await.unwrap().state, ScheduleState::Paused);
 }
 
 async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
