@@ -122,7 +122,8 @@ pub trait TickStore: Send + Sync + 'static {
     async fn mark_published(&self, ids: &[TickId], at: Timestamp) -> Result<()>;
 
     /// Puts ticks recorded as published at commit back into the outbox (state `planned`)
-    /// after producing them failed; ticks already further along are left alone.
+    /// after producing them failed; ticks already further along, or with a run (a worker
+    /// has them: publishing them again would only invite a second send), are left alone.
     async fn unmark_published(&self, ids: &[TickId]) -> Result<()>;
 
     /// Returns up to `limit` parked runs of `shards` whose next attempt is due by `horizon`

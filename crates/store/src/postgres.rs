@@ -752,7 +752,7 @@ impl TickStore for PgStore {
         let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
         sqlx::query(
             "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = now() \
-             WHERE id = ANY($1) AND state = 'published'",
+             WHERE id = ANY($1) AND state = 'published' AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
         )
         .bind(ids)
         .execute(&self.pool)

@@ -718,7 +718,8 @@ impl TickStore for SqliteStore {
     async fn unmark_published(&self, ids: &[TickId]) -> Result<()> {
         sqlx::query(
             "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = ?2 \
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'published'",
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'published' \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
         )
         .bind(id_json(ids))
         .bind(Timestamp::now().as_millis())

@@ -422,6 +422,18 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
     let outbox: Vec<Timestamp> =
         st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().map(|t| t.fire_time).collect();
     assert_eq!(outbox, vec![ms(6_000), ms(7_000)], "the unproduced tick is back; the delivered one is not");
+    // a published tick a worker already began is left to it
+    let mut p = plan(&s, &[8_000], Some(9_000));
+    p.expected_next = ms(8_000);
+    p.ticks[0].state = TickState::Published;
+    st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
+    let taken = tick_of(&s, ms(8_000));
+    assert!(matches!(
+        st.runs.begin_run(&taken, RunId::generate(), ms(8_001), FAR).await.unwrap(),
+        BeginRun::Started(_)
+    ));
+    st.ticks.unmark_published(&[taken.id]).await.unwrap();
+    assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().all(|t| t.id != taken.id));
     assert!(st.ticks.ticks_without_run(&all, now.add_millis(60_000), 100).await.unwrap().is_empty());
 }
 
