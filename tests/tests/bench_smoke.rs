@@ -19,7 +19,10 @@ fn bench(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_smoke_embedded() {
-    let r = bench(&["--mode", "embedded", "--schedules", "20", "--duration", "5s", "--warmup", "3s"]);
+    // spread phases here, aligned ones in the distributed smoke run: both load shapes stay working
+    let r =
+        bench(&["--mode", "embedded", "--schedules", "20", "--duration", "5s", "--warmup", "3s", "--phase", "spread"]);
+    assert_eq!(r["phase"], "spread");
     assert_eq!(r["missing"], 0);
     assert_eq!(r["duplicate_sends"], 0);
     assert!(r["runs_found"].as_i64().unwrap() > 0);

@@ -110,12 +110,22 @@ fn percentile(sorted: &[i32], p: f64) -> i32 {
 
 /// Creates `n` every-second schedules that all start at `start` (loading does not compete
 /// with firing: the measurement sees the steady state, not a backlog of the load phase).
+/// `--phase`: `aligned` (every schedule fires at the start of each second: a herd of N per
+/// second, the worst case) or `spread` (schedule i fires every second at offset i/N of it,
+/// so lateness shows the scheduler's precision rather than the burst).
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Aligned,
+    Spread,
+}
+
 async fn create_schedules(
     api: &str,
     n: usize,
     url: &str,
     overlap: pb::OverlapPolicy,
     start: cronhook_core::Timestamp,
+    phase: Phase,
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(api.to_owned())?.connect().await?;
     let mut tasks = Vec::new();
@@ -129,6 +139,12 @@ async fn create_schedules(
                 s.overlap_policy = overlap as i32;
                 if let Some(spec) = s.spec.as_mut() {
                     spec.start_time = Some(cronhook_proto::timestamp(start));
+                    if phase == Phase::Spread {
+                        let offset_ms = (i * 1000 / n) as i32;
+                        spec.kind =
+                            Some(pb::schedule_spec::Kind::Interval(prost_types::Duration { seconds: 1, nanos: 0 }));
+                        spec.interval_offset = Some(prost_types::Duration { seconds: 0, nanos: offset_ms * 1_000_000 });
+                    }
                 }
                 c.create_schedule(pb::CreateScheduleRequest { schedule: Some(s), generate_signing_secret: false })
                     .await?;
@@ -314,7 +330,7 @@ async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, 
         let pool = sqlx::PgPool::connect(db).await?;
         let (runs,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM runs WHERE trigger = 'scheduled' AND status = 'succeeded' \
-             AND nominal_time >= to_timestamp($1 / 1000.0) AND nominal_time <= to_timestamp($2 / 1000.0)",
+             AND nominal_time >= to_timestamp($1 / 1000.0) AND nominal_time < to_timestamp($2 / 1000.0 + 1)",
         )
         .bind(from_ms as f64)
         .bind(to_ms as f64)
@@ -331,7 +347,7 @@ async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, 
         let pool = sqlx::SqlitePool::connect(&format!("sqlite:{db}")).await?;
         let (runs,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM runs WHERE trigger = 'scheduled' AND status = 'succeeded' \
-             AND nominal_time >= ?1 AND nominal_time <= ?2",
+             AND nominal_time >= ?1 AND nominal_time < ?2 + 1000",
         )
         .bind(from_ms)
         .bind(to_ms)
@@ -375,6 +391,11 @@ async fn main() -> anyhow::Result<()> {
     let warmup = humantime::parse_duration(&get("warmup", "10s"))?;
     let planners: usize = get("planners", "1").parse()?;
     let workers: usize = get("workers", "2").parse()?;
+    let phase = match get("phase", "aligned").as_str() {
+        "aligned" => Phase::Aligned,
+        "spread" => Phase::Spread,
+        p => bail!("--phase {p}: aligned or spread"),
+    };
     let overlap = match get("overlap", "allow").as_str() {
         "allow" => pb::OverlapPolicy::Allow,
         "skip" => pb::OverlapPolicy::Skip,
@@ -441,7 +462,7 @@ async fn main() -> anyhow::Result<()> {
     let first_fire = cronhook_core::Timestamp::from_millis(
         (cronhook_core::Timestamp::now().as_millis() + 3_000 + n as i64 * 8) / 1000 * 1000,
     );
-    create_schedules(&api, n, &url, overlap, first_fire).await?;
+    create_schedules(&api, n, &url, overlap, first_fire, phase).await?;
     eprintln!("[bench] {n} schedules created in {:?}", created.elapsed());
     let wait = first_fire.millis_since(cronhook_core::Timestamp::now());
     if wait > 0 {
@@ -490,7 +511,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
     let report = json!({
         "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "planners": planners, "workers": workers,
-        "overlap": get("overlap", "allow"),
+        "overlap": get("overlap", "allow"), "phase": get("phase", "aligned"),
         "deliveries_per_s": rate.round(),
         "lateness_ms": {
             "p50": percentile(&late, 0.50), "p90": percentile(&late, 0.90), "p99": percentile(&late, 0.99),
@@ -501,7 +522,8 @@ async fn main() -> anyhow::Result<()> {
         "processes": processes_json(&usage),
     });
     println!(
-        "cronhook bench: {mode}, {n} every-second schedules, {}s measured after {}s warm-up",
+        "cronhook bench: {mode}, {n} every-second schedules ({} phases), {}s measured after {}s warm-up",
+        get("phase", "aligned"),
         duration.as_secs(),
         warmup.as_secs()
     );
