@@ -3,4 +3,6 @@
 -- read all due rows of every owned shard and sort them, to return 500 (400 ms per pass,
 -- docs/benchmarks.md). In next_fire_at order, a pass reads about batch size times the
 -- number of planners rows and stops.
-CREATE INDEX schedules_due_time ON schedules (next_fire_at) WHERE state IN ('active', 'paused');
+-- Building it blocks writes to schedules while it builds; on a large table, create it
+-- beforehand with CREATE INDEX CONCURRENTLY under this name: IF NOT EXISTS then skips it.
+CREATE INDEX IF NOT EXISTS schedules_due_time ON schedules (next_fire_at) WHERE state IN ('active', 'paused');

@@ -3,4 +3,4 @@
 -- read all due rows of every owned shard and sort them, to return 500 (400 ms per pass,
 -- docs/benchmarks.md). In next_fire_at order, a pass reads about batch size times the
 -- number of planners rows and stops.
-CREATE INDEX schedules_due_time ON schedules (next_fire_at) WHERE state IN ('active', 'paused');
+CREATE INDEX IF NOT EXISTS schedules_due_time ON schedules (next_fire_at) WHERE state IN ('active', 'paused');
