@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{CatchupPacer, SKIPPED_AFTER_END, SKIPPED_BEFORE_START, SKIPPED_PAUSED, plan_schedule, tick_for};
 use crate::{Error, PlannerConfig};
 
+/// How long a planning step in progress at shutdown may take to finish.
+const FINISH_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Plans the shards this node owns. See the crate docs for the protocol.
 pub struct Planner {
     store: Arc<dyn TickStore>,
@@ -51,19 +54,28 @@ impl Planner {
                 break Ok(());
             }
             let wanted = leases.borrow_and_update().shards.clone();
-            let step = async {
-                self.sync_ownership(&wanted).await?;
-                let more = self.pass(&cancel).await?;
-                if last_reconcile.elapsed() >= self.cfg.reconcile_interval {
-                    last_reconcile = Instant::now();
-                    self.reconcile(&cancel).await?;
+            let stepped = {
+                let step = async {
+                    self.sync_ownership(&wanted).await?;
+                    let more = self.pass(&cancel).await?;
+                    if last_reconcile.elapsed() >= self.cfg.reconcile_interval {
+                        last_reconcile = Instant::now();
+                        self.reconcile(&cancel).await?;
+                    }
+                    Ok::<bool, Error>(more)
+                };
+                tokio::pin!(step);
+                // A full queue or a slow database must not delay shutdown for long: on shutdown
+                // the step gets a short grace, so a plan just committed is produced now rather
+                // than found by reconciliation a grace period later (its ticks are recorded as
+                // published); then it is dropped.
+                tokio::select! {
+                    r = &mut step => r,
+                    _ = cancel.cancelled() => match tokio::time::timeout(FINISH_ON_SHUTDOWN, &mut step).await {
+                        Ok(r) => r,
+                        Err(_) => break Ok(()),
+                    },
                 }
-                Ok::<bool, Error>(more)
-            };
-            // A full queue or a slow database must not delay shutdown: race the step.
-            let stepped = tokio::select! {
-                r = step => r,
-                _ = cancel.cancelled() => break Ok(()),
             };
             let more = match stepped {
                 Ok(more) => more,

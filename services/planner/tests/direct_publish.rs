@@ -169,3 +169,50 @@ async fn ticks_whose_produce_failed_go_back_to_the_outbox_and_are_published_late
     assert_eq!(nominal, expected, "every second from the first, none lost");
     assert!(waiting.iter().all(|t| nominal.contains(&t.nominal_time.as_millis())));
 }
+
+/// A queue whose publishes take a while, announcing when one starts.
+#[derive(Default)]
+struct SlowQueue {
+    started: tokio::sync::Notify,
+    accepted: std::sync::Mutex<Vec<Tick>>,
+}
+
+#[async_trait]
+impl TickPublisher for SlowQueue {
+    async fn publish(&self, ticks: &[Tick]) -> cronhook_queue::Result<()> {
+        self.started.notify_one();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.accepted.lock().unwrap().extend_from_slice(ticks);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_produce_lets_it_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
+    let first = Timestamp::from_millis(Timestamp::now().as_millis() / 1000 * 1000 + 1000);
+    stores.schedules.insert_schedule(&schedule(first)).await.unwrap();
+    let queue = Arc::new(SlowQueue::default());
+    let planner = Planner::new(
+        stores.ticks.clone(),
+        queue.clone(),
+        Arc::new(LocalShardLeases::new(SHARDS, 1)),
+        "p".into(),
+        PlannerConfig::default(),
+        Default::default(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(planner.run(cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(10), queue.started.notified()).await.unwrap();
+    cancel.cancel(); // while the committed ticks are being produced
+    task.await.unwrap().unwrap();
+
+    // every tick the commit recorded as published reached the queue before the planner stopped
+    let all: Vec<u32> = (0..SHARDS).collect();
+    let far = Timestamp::now().add_millis(3_600_000);
+    let published = stores.ticks.ticks_without_run(&all, far, 100).await.unwrap();
+    assert!(!published.is_empty());
+    let accepted = queue.accepted.lock().unwrap();
+    assert!(published.iter().all(|t| accepted.iter().any(|a| a.id == t.id)), "none left for reconciliation");
+}
