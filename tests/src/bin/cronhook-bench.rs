@@ -166,6 +166,7 @@ async fn create_schedules(
 async fn run_herd(
     n: usize,
     idle: usize,
+    analyze: bool,
     api: &str,
     db: &str,
     url: &str,
@@ -200,10 +201,12 @@ async fn run_herd(
     // Schedules that exist but are not due during the run (next fire time in 2100).
     let loaded = Instant::now();
     bulk_copy(&pool, &template, shards, "idle", 0..idle, Some("2100-01-01T00:00:00Z")).await?;
-    // Created through the API these rows would take minutes, and autovacuum would have
-    // analyzed them long before they fire; a bulk copy seconds before needs it done here,
-    // or the due query is planned for an empty table (docs/benchmarks.md).
-    sqlx::query("ANALYZE schedules").execute(&pool).await?;
+    // Created through the API these rows would take minutes, and autovacuum would likely
+    // have analyzed them before they fire; `--analyze false` keeps the statistics stale, as
+    // for rows inserted just before they fire (docs/benchmarks.md).
+    if analyze {
+        sqlx::query("ANALYZE schedules").execute(&pool).await?;
+    }
     let mut list_ms = Vec::new();
     if idle > 0 {
         eprintln!("[bench] {idle} idle schedules loaded in {:?}", loaded.elapsed());
@@ -449,7 +452,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(herd) = a.get("herd") {
         let c = cluster.as_ref().context("--herd needs --mode distributed")?;
         let idle: usize = a.get("idle").map(|v| v.parse()).transpose()?.unwrap_or(0);
-        let report = run_herd(herd.parse()?, idle, &api, &c.db_url, &url, &sink, &procs).await?;
+        let analyze = a.get("analyze").is_none_or(|v| v != "false");
+        let report = run_herd(herd.parse()?, idle, analyze, &api, &c.db_url, &url, &sink, &procs).await?;
         if let Some(path) = a.get("json") {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
