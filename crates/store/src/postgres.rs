@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::rows::{
     AttemptRow, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag, tick_state_for,
-    to_json,
+    auto_pause_reason, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks,
+    tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter, RunStore,
@@ -938,88 +938,90 @@ impl RunStore for PgStore {
         }
     }
 
-    async fn record_attempts(&self, recs: &[AttemptRecord]) -> Result<()> {
-        if recs.is_empty() {
+    async fn record_attempts(&self, all: &[AttemptRecord]) -> Result<()> {
+        if all.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let atts: Vec<&Attempt> = recs.iter().map(|r| &r.attempt).collect();
-        let mut headers_in = Vec::with_capacity(recs.len());
-        let mut headers_out = Vec::with_capacity(recs.len());
-        for r in recs {
-            headers_in.push(to_json(&r.attempt.request_headers)?);
-            headers_out.push(to_json(&r.attempt.response_headers)?);
-        }
-        sqlx::query(
-            "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
-             request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
-             SELECT p, r, n, s, d, m, u, rh::jsonb, bs, sha, st, sh::jsonb, b, tr, ec, em, l, dn, cn, tf FROM UNNEST(\
-             $1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
-             $9::bigint[], $10::text[], $11::int[], $12::text[], $13::bytea[], $14::bool[], $15::text[], $16::text[], \
-             $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[]) \
-             AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l, dn, cn, tf) \
-             ON CONFLICT (run_id, number) DO NOTHING",
-        )
-        .bind(recs.iter().map(|r| r.project_id.to_string()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.duration_ms).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.method.clone()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.url.clone()).collect::<Vec<_>>())
-        .bind(headers_in)
-        .bind(atts.iter().map(|x| x.request_body_size as i64).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.request_body_sha256.clone()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
-        .bind(headers_out)
-        .bind(atts.iter().map(|x| x.response_body.clone()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.response_body_truncated).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.error_code.clone()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.error_message.clone()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.lateness_ms).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.timing.dns_ms).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.timing.connect_ms).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.timing.ttfb_ms).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE runs SET status = v.status, attempt_count = GREATEST(runs.attempt_count, v.n), \
-             http_status = v.http, last_error = v.err, started_at = COALESCE(runs.started_at, v.started), \
-             finished_at = v.finished, next_attempt_at = v.next, parked = v.parked, lease_until = v.lease \
-             FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
-             $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[]) \
-             AS v(id, status, n, http, err, started, finished, next, parked, lease) \
-             WHERE runs.id = v.id AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
-        .bind(recs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| last_error(x)).collect::<Vec<_>>())
-        .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
-        .bind(recs.iter().map(|r| r.finished_at.map(dt)).collect::<Vec<_>>())
-        .bind(recs.iter().map(|r| r.next_attempt_at.map(dt)).collect::<Vec<_>>())
-        .bind(recs.iter().map(|r| r.park && r.next_attempt_at.is_some()).collect::<Vec<_>>())
-        .bind(recs.iter().map(|r| r.lease_until.map(dt)).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let mut finals: Vec<(Uuid, &str)> =
-            recs.iter().filter_map(|r| tick_state_for(r.status).map(|s| (*r.tick_id.as_uuid(), s))).collect();
-        // Row locks in id order, as `id = ANY(..)` updates of ticks take them: two batches
-        // touching the same ticks then wait for each other instead of deadlocking.
-        finals.sort_unstable();
-        if !finals.is_empty() {
+        for recs in statement_chunks(all, usize::MAX) {
+            let atts: Vec<&Attempt> = recs.iter().map(|r| &r.attempt).collect();
+            let mut headers_in = Vec::with_capacity(recs.len());
+            let mut headers_out = Vec::with_capacity(recs.len());
+            for r in recs {
+                headers_in.push(to_json(&r.attempt.request_headers)?);
+                headers_out.push(to_json(&r.attempt.response_headers)?);
+            }
             sqlx::query(
-                "UPDATE ticks SET state = v.state, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS v(id, state) \
-                 WHERE ticks.id = v.id",
+                "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
+                 request_body_size, request_body_sha256, response_status, response_headers, response_body, \
+                 response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+                 SELECT p, r, n, s, d, m, u, rh::jsonb, bs, sha, st, sh::jsonb, b, tr, ec, em, l, dn, cn, tf FROM UNNEST(\
+                 $1::text[], $2::uuid[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+                 $9::bigint[], $10::text[], $11::int[], $12::text[], $13::bytea[], $14::bool[], $15::text[], $16::text[], \
+                 $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[]) \
+                 AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l, dn, cn, tf) \
+                 ON CONFLICT (run_id, number) DO NOTHING",
             )
-            .bind(finals.iter().map(|f| f.0).collect::<Vec<_>>())
-            .bind(finals.iter().map(|f| f.1).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.project_id.to_string()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.duration_ms).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.method.clone()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.url.clone()).collect::<Vec<_>>())
+            .bind(headers_in)
+            .bind(atts.iter().map(|x| x.request_body_size as i64).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.request_body_sha256.clone()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
+            .bind(headers_out)
+            .bind(atts.iter().map(|x| x.response_body.clone()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.response_body_truncated).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.error_code.clone()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.error_message.clone()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.lateness_ms).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.timing.dns_ms).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.timing.connect_ms).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.timing.ttfb_ms).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "UPDATE runs SET status = v.status, attempt_count = GREATEST(runs.attempt_count, v.n), \
+                 http_status = v.http, last_error = v.err, started_at = COALESCE(runs.started_at, v.started), \
+                 finished_at = v.finished, next_attempt_at = v.next, parked = v.parked, lease_until = v.lease \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
+                 $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[]) \
+                 AS v(id, status, n, http, err, started, finished, next, parked, lease) \
+                 WHERE runs.id = v.id AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(atts.iter().map(|x| *x.run_id.as_uuid()).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.number as i32).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| x.response_status.map(i32::from)).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| last_error(x)).collect::<Vec<_>>())
+            .bind(atts.iter().map(|x| dt(x.started_at)).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.finished_at.map(dt)).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.next_attempt_at.map(dt)).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.park && r.next_attempt_at.is_some()).collect::<Vec<_>>())
+            .bind(recs.iter().map(|r| r.lease_until.map(dt)).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            let mut finals: Vec<(Uuid, &str)> =
+                recs.iter().filter_map(|r| tick_state_for(r.status).map(|s| (*r.tick_id.as_uuid(), s))).collect();
+            // Row locks in id order, as `id = ANY(..)` updates of ticks take them: two batches
+            // touching the same ticks then wait for each other instead of deadlocking.
+            finals.sort_unstable();
+            if !finals.is_empty() {
+                sqlx::query(
+                    "UPDATE ticks SET state = v.state, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS v(id, state) \
+                     WHERE ticks.id = v.id",
+                )
+                .bind(finals.iter().map(|f| f.0).collect::<Vec<_>>())
+                .bind(finals.iter().map(|f| f.1).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        apply_effects(&mut tx, recs).await?;
+        apply_effects(&mut tx, all).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -333,3 +333,24 @@ pub(crate) fn plan_effects(recs: &[crate::AttemptRecord]) -> EffectPlan<'_> {
     }
     EffectPlan { steps, ended }
 }
+
+/// Splits a batch of attempt records into consecutive chunks for multi-row statements: at
+/// most `max_rows` records, and a run at most once per chunk (two workers on a redelivered
+/// tick), because one `UPDATE ... FROM` applies only one of several source rows for the
+/// same target row; chunk by chunk, a run's later attempt is written after its earlier one.
+pub(crate) fn statement_chunks(recs: &[crate::AttemptRecord], max_rows: usize) -> Vec<&[crate::AttemptRecord]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut runs) = (0, std::collections::HashSet::new());
+    for (i, r) in recs.iter().enumerate() {
+        if i - start == max_rows || !runs.insert(r.attempt.run_id) {
+            chunks.push(&recs[start..i]);
+            start = i;
+            runs.clear();
+            runs.insert(r.attempt.run_id);
+        }
+    }
+    if start < recs.len() {
+        chunks.push(&recs[start..]);
+    }
+    chunks
+}

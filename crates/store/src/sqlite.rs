@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::rows::{
     AttemptRow, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
     auto_pause_reason, corrupt, i64_opt, last_error, overlap_reason_running, plan_effects, safe, stale_etag,
-    tick_state_for, to_json,
+    statement_chunks, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
@@ -838,65 +838,6 @@ async fn begin_run_in(
     Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
 }
 
-async fn record_attempt_in(tx: &mut sqlx::Transaction<'_, Sqlite>, rec: &AttemptRecord) -> Result<()> {
-    let a = &rec.attempt;
-    sqlx::query(
-        "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
-         request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-         response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
-         ON CONFLICT (run_id, number) DO NOTHING",
-    )
-    .bind(rec.project_id.as_str())
-    .bind(a.run_id.to_string())
-    .bind(i64::from(a.number))
-    .bind(a.started_at.as_millis())
-    .bind(a.duration_ms)
-    .bind(&a.method)
-    .bind(&a.url)
-    .bind(to_json(&a.request_headers)?)
-    .bind(a.request_body_size as i64)
-    .bind(&a.request_body_sha256)
-    .bind(a.response_status.map(i64::from))
-    .bind(to_json(&a.response_headers)?)
-    .bind(&a.response_body)
-    .bind(a.response_body_truncated)
-    .bind(&a.error_code)
-    .bind(&a.error_message)
-    .bind(a.lateness_ms)
-    .bind(a.timing.dns_ms)
-    .bind(a.timing.connect_ms)
-    .bind(a.timing.ttfb_ms)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE runs SET status = ?2, attempt_count = MAX(attempt_count, ?3), http_status = ?4, \
-         last_error = ?5, started_at = COALESCE(started_at, ?6), finished_at = ?7, next_attempt_at = ?8, \
-         parked = ?9, lease_until = ?10 WHERE id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-    )
-    .bind(a.run_id.to_string())
-    .bind(rec.status.as_str())
-    .bind(i64::from(a.number))
-    .bind(a.response_status.map(i64::from))
-    .bind(last_error(a))
-    .bind(a.started_at.as_millis())
-    .bind(i64_opt(rec.finished_at))
-    .bind(i64_opt(rec.next_attempt_at))
-    .bind(rec.park && rec.next_attempt_at.is_some())
-    .bind(i64_opt(rec.lease_until))
-    .execute(&mut **tx)
-    .await?;
-    if let Some(state) = tick_state_for(rec.status) {
-        sqlx::query("UPDATE ticks SET state = ?2, updated_at = ?3 WHERE id = ?1")
-            .bind(rec.tick_id.to_string())
-            .bind(state)
-            .bind(Timestamp::now().as_millis())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Rows per multi-row statement: 20 bound values per attempt row, far below SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 100;
 
@@ -904,16 +845,8 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// the effects: a few multi-row statements per batch instead of three to five per record
 /// (each statement is a round trip to the connection's thread, docs/benchmarks.md).
 async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[AttemptRecord]) -> Result<()> {
-    let mut runs = std::collections::HashSet::new();
-    if !recs.iter().all(|r| runs.insert(r.attempt.run_id)) {
-        // One run twice in a batch (two workers on a redelivered tick): row by row, in order.
-        for r in recs {
-            record_attempt_in(tx, r).await?;
-        }
-        return apply_effects(tx, recs).await;
-    }
     let now = Timestamp::now().as_millis();
-    for chunk in recs.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(recs, ROWS_PER_STATEMENT) {
         let mut headers = Vec::with_capacity(chunk.len());
         for r in chunk {
             headers.push((to_json(&r.attempt.request_headers)?, to_json(&r.attempt.response_headers)?));

@@ -65,6 +65,7 @@ store_suite!(
     parked_retries_are_dispatched_once_per_attempt,
     batched_run_writes_match_single_ones,
     batched_effects_count_failures_as_if_one_at_a_time,
+    one_run_twice_in_a_batch_is_written_in_order,
     runs_whose_lease_ran_out_are_handed_out_again,
     ledger_lists_by_outcome_and_retention_purges_old_rows,
     overlap_policies_are_race_free,
@@ -767,6 +768,39 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     let fail = AttemptRecord { tick_id: t.id, attempt: attempt(run.id, 1, Some(500)), ..recs[1].clone() };
     st.runs.record_attempt(&fail).await.unwrap();
     assert_eq!(st.schedules.get_schedule(&project(), b.id).await.unwrap().state, ScheduleState::Paused);
+}
+
+async fn one_run_twice_in_a_batch_is_written_in_order(st: Stores) {
+    let s = schedule("a", Some(ms(5_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let t = tick_of(&s, ms(5_000));
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+        panic!("new tick")
+    };
+    // two workers on one run (a redelivered tick): the record of attempt 2 (succeeded) and a
+    // late one of attempt 1 (retry due) land in one batch; applied in order, success stands
+    let retry = AttemptRecord {
+        project_id: project(),
+        tick_id: t.id,
+        attempt: attempt(run.id, 1, Some(503)),
+        status: RunStatus::Running,
+        next_attempt_at: Some(ms(20_000)),
+        finished_at: None,
+        park: false,
+        lease_until: Some(FAR),
+        effects: None,
+    };
+    let done = AttemptRecord {
+        attempt: attempt(run.id, 2, Some(200)),
+        status: RunStatus::Succeeded,
+        next_attempt_at: None,
+        finished_at: Some(ms(21_000)),
+        lease_until: None,
+        ..retry.clone()
+    };
+    st.runs.record_attempts(&[done, retry]).await.unwrap();
+    let (r, attempts) = st.runs.get_run(&project(), run.id).await.unwrap();
+    assert_eq!((r.status, r.attempt_count, attempts.len()), (RunStatus::Succeeded, 2, 2));
 }
 
 async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
