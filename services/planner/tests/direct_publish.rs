@@ -91,6 +91,27 @@ async fn a_tick_from_memory_equals_the_outbox_tick() {
     }
 }
 
+/// A SQLite store in `dir` with one every-second schedule whose first fire time (returned)
+/// is the next whole second.
+async fn store_with_a_schedule(dir: &tempfile::TempDir) -> (cronhook_store::Stores, Timestamp) {
+    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
+    let first = Timestamp::from_millis(Timestamp::now().as_millis() / 1000 * 1000 + 1000);
+    stores.schedules.insert_schedule(&schedule(first)).await.unwrap();
+    (stores, first)
+}
+
+/// Runs a planner owning every shard until the returned token is cancelled.
+fn start_planner(
+    stores: &cronhook_store::Stores,
+    queue: Arc<dyn TickPublisher>,
+    cfg: PlannerConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<Result<(), cronhook_planner::Error>>) {
+    let leases = Arc::new(LocalShardLeases::new(SHARDS, 1));
+    let planner = Planner::new(stores.ticks.clone(), queue, leases, "p".into(), cfg, Default::default());
+    let cancel = CancellationToken::new();
+    (cancel.clone(), tokio::spawn(planner.run(cancel)))
+}
+
 /// A queue that refuses every publish while `broken`, and records what it accepted.
 #[derive(Default)]
 struct FlakyQueue {
@@ -112,23 +133,11 @@ impl TickPublisher for FlakyQueue {
 #[tokio::test]
 async fn ticks_whose_produce_failed_go_back_to_the_outbox_and_are_published_later() {
     let dir = tempfile::tempdir().unwrap();
-    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
-    let first = Timestamp::from_millis(Timestamp::now().as_millis() / 1000 * 1000 + 1000);
-    let s = schedule(first);
-    stores.schedules.insert_schedule(&s).await.unwrap();
+    let (stores, first) = store_with_a_schedule(&dir).await;
     let queue = Arc::new(FlakyQueue::default());
     queue.broken.store(true, Ordering::SeqCst);
     let cfg = PlannerConfig { poll_interval: Duration::from_millis(50), ..PlannerConfig::default() };
-    let planner = Planner::new(
-        stores.ticks.clone(),
-        queue.clone(),
-        Arc::new(LocalShardLeases::new(SHARDS, 1)),
-        "p".into(),
-        cfg,
-        Default::default(),
-    );
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(planner.run(cancel.clone()));
+    let (cancel, task) = start_planner(&stores, queue.clone(), cfg);
 
     // While the broker refuses: ticks get planned (the schedule advances) but none is left
     // recorded as published, which only reconciliation would find, a grace period later.
@@ -190,20 +199,9 @@ impl TickPublisher for SlowQueue {
 #[tokio::test]
 async fn a_shutdown_during_a_produce_lets_it_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let stores = cronhook_store::open(dir.path().join("db").to_str().unwrap(), SHARDS).await.unwrap();
-    let first = Timestamp::from_millis(Timestamp::now().as_millis() / 1000 * 1000 + 1000);
-    stores.schedules.insert_schedule(&schedule(first)).await.unwrap();
+    let (stores, _) = store_with_a_schedule(&dir).await;
     let queue = Arc::new(SlowQueue::default());
-    let planner = Planner::new(
-        stores.ticks.clone(),
-        queue.clone(),
-        Arc::new(LocalShardLeases::new(SHARDS, 1)),
-        "p".into(),
-        PlannerConfig::default(),
-        Default::default(),
-    );
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(planner.run(cancel.clone()));
+    let (cancel, task) = start_planner(&stores, queue.clone(), PlannerConfig::default());
     tokio::time::timeout(Duration::from_secs(10), queue.started.notified()).await.unwrap();
     cancel.cancel(); // while the committed ticks are being produced
     task.await.unwrap().unwrap();
