@@ -24,8 +24,8 @@ pub use error::{Error, Result};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    AttemptRecord, BeginRun, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunEffects, RunFilter, ShardLease,
-    TickFilter,
+    AttemptRecord, BeginRun, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, RunEffects, RunFilter,
+    RunLease, ShardLease, TickFilter,
 };
 
 /// Schedules as the API reads and writes them.
@@ -144,7 +144,8 @@ pub trait TickStore: Send + Sync + 'static {
     /// leased until before `now`: its worker died, and its tick may be gone from the queue.
     async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>>;
 
-    /// Extends the leases of the runs of these ticks to `until` (after handing them out).
+    /// Extends the leases of the runs of these ticks to `until` (after handing them out)
+    /// and clears their owners, so the delivery of the copy handed out can take them.
     async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()>;
 }
 
@@ -152,10 +153,11 @@ pub trait TickStore: Send + Sync + 'static {
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
     /// Creates the run of `tick` (unique on the tick id) or returns the existing one. A run
-    /// that is not final is leased to the caller until `lease_until`; a run whose lease runs
-    /// out without progress is handed out again by reconciliation
-    /// ([`TickStore::stuck_runs`]).
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun>;
+    /// that is not final is leased to the caller (`lease`) unless another delivery holds it
+    /// (an owner other than `lease.owner`, leased until after `now`): then
+    /// [`BeginRun::Held`], and nothing changes. A run whose lease runs out without progress
+    /// is handed out again by reconciliation ([`TickStore::stuck_runs`]).
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun>;
 
     /// Stores one attempt and the run's new status in one transaction; when the status is
     /// final, the tick's ledger state follows (delivered / failed / cancelled).
@@ -171,7 +173,7 @@ pub trait RunStore: Send + Sync + 'static {
         tick: &Tick,
         run_id: RunId,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: RunLease,
     ) -> Result<BeginRun>;
 
     /// Returns the status of a run (`NotFound` if it is gone).
@@ -179,13 +181,18 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// [`RunStore::begin_run`] for many ticks at once (one round trip where the backend
     /// can); results are in input order.
-    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let mut out = Vec::with_capacity(items.len());
         for (t, id, lease) in items {
             out.push(self.begin_run(t, *id, now, *lease).await);
         }
         out
     }
+
+    /// Gives up the runs these deliveries hold and have not finished (a worker shutting
+    /// down): their leases end at `now`, so the next copy of each tick takes its run at
+    /// once instead of waiting for the lease to run out. Runs held by others are left alone.
+    async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()>;
 
     /// [`RunStore::record_attempt`] for many attempts in one transaction (all or nothing).
     async fn record_attempts(&self, recs: &[AttemptRecord]) -> Result<()> {

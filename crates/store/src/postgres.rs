@@ -14,13 +14,13 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks,
-    tick_state_for, to_json,
+    AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
+    auto_pause_reason, begin_results, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag,
+    statement_chunks, tick_state_for, to_json,
 };
 use crate::{
-    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter, RunStore,
-    ScheduleStore, ShardLease, TickFilter, TickStore,
+    AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
+    RunLease, RunStore, ScheduleStore, ShardLease, TickFilter, TickStore,
 };
 
 /// Stores everything in Postgres.
@@ -107,6 +107,12 @@ fn run_row(r: &PgRow) -> Result<Run> {
         parked: r.try_get("parked")?,
     }
     .into_domain()
+}
+
+/// A run read with its lease owner (`RUN_COLS, lease_owner`).
+fn begun_row(r: &PgRow, created: bool) -> Result<Begun> {
+    let owner: Option<Uuid> = r.try_get("lease_owner")?;
+    Ok(Begun { run: run_row(r)?, owner: owner.map(LeaseOwner::from_uuid), created })
 }
 
 fn attempt_row(r: &PgRow) -> Result<Attempt> {
@@ -278,12 +284,13 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin_runs_batch(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Result<Vec<BeginRun>> {
+    async fn begin_runs_batch(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Result<Vec<BeginRun>> {
         let inserted = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l FROM UNNEST($1::text[], \
-             $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], $9::int[], \
-             $10::timestamptz[]) AS x(p, i, t, s, n, v, tr, sh, l) ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
+             created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
+             FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
+             $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
+             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}, lease_owner"
         )))
         .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
         .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
@@ -294,56 +301,43 @@ impl PgStore {
         .bind(items.iter().map(|(t, _, _)| t.trigger.as_str()).collect::<Vec<_>>())
         .bind(dt(now))
         .bind(items.iter().map(|(t, _, _)| t.shard as i32).collect::<Vec<_>>())
-        .bind(items.iter().map(|(_, _, l)| dt(*l)).collect::<Vec<_>>())
+        .bind(items.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
+        .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
-        let mut started: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
+        let mut found: HashMap<TickId, Begun> = HashMap::new();
         for r in &inserted {
-            let run = run_row(r)?;
-            started.insert(*run.tick_id.as_uuid(), run);
+            let b = begun_row(r, true)?;
+            found.insert(b.run.tick_id, b);
         }
-        let others: Vec<Uuid> =
-            items.iter().map(|(t, _, _)| *t.id.as_uuid()).filter(|id| !started.contains_key(id)).collect();
-        let mut existing: std::collections::HashMap<Uuid, Run> = std::collections::HashMap::new();
+        let others: Vec<&(Tick, RunId, RunLease)> =
+            items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
         if !others.is_empty() {
-            let leases: Vec<DateTime<Utc>> =
-                items.iter().filter(|(t, _, _)| others.contains(t.id.as_uuid())).map(|(_, _, l)| dt(*l)).collect();
-            let lease_ids: Vec<Uuid> =
-                items.iter().map(|(t, _, _)| *t.id.as_uuid()).filter(|id| others.contains(id)).collect();
+            // Take over what no live delivery holds (one row wins per run), then read back
+            // who holds each.
             sqlx::query(
-                "UPDATE runs SET lease_until = v.l FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(t, l) \
-                 WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+                "UPDATE runs SET lease_until = v.l, lease_owner = v.o \
+                 FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS v(t, l, o) \
+                 WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
+                 AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.lease_until IS NULL \
+                 OR runs.lease_until < $4)",
             )
-            .bind(lease_ids)
-            .bind(leases)
+            .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+            .bind(others.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
+            .bind(others.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
+            .bind(dt(now))
             .execute(&self.pool)
             .await?;
-            let rows = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ANY($1)")))
-                .bind(&others)
+            let rows = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ANY($1)")))
+                .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
                 .fetch_all(&self.pool)
                 .await?;
             for r in &rows {
-                let run = run_row(r)?;
-                existing.insert(*run.tick_id.as_uuid(), run);
+                let b = begun_row(r, false)?;
+                found.insert(b.run.tick_id, b);
             }
         }
-        let mut out = Vec::with_capacity(items.len());
-        for (t, _, _) in items {
-            let key = *t.id.as_uuid();
-            if let Some(run) = started.remove(&key) {
-                out.push(BeginRun::Started(run.clone()));
-                existing.insert(key, run); // a second copy in this batch resumes it
-            } else if let Some(run) = existing.get(&key) {
-                out.push(if run.status.is_final() {
-                    BeginRun::Done(run.clone())
-                } else {
-                    BeginRun::Resume(run.clone())
-                });
-            } else {
-                return Err(Error::Corrupt(format!("run of tick {} neither inserted nor found", t.id)));
-            }
-        }
-        Ok(out)
+        begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
     }
 
     /// Returns the pool (for tests and admin queries).
@@ -816,7 +810,7 @@ impl TickStore for PgStore {
 
     async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()> {
         let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
-        sqlx::query("UPDATE runs SET lease_until = $2 WHERE tick_id = ANY($1)")
+        sqlx::query("UPDATE runs SET lease_until = $2, lease_owner = NULL WHERE tick_id = ANY($1)")
             .bind(ids)
             .bind(dt(until))
             .execute(&self.pool)
@@ -830,105 +824,16 @@ const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.n
 
 #[async_trait]
 impl RunStore for PgStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
-        let inserted = sqlx::query(safe(format!(
-            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) \
-             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
-        )))
-        .bind(tick.project_id.as_str())
-        .bind(run_id.as_uuid())
-        .bind(tick.id.as_uuid())
-        .bind(tick.schedule_id.as_uuid())
-        .bind(dt(tick.nominal_time))
-        .bind(tick.schedule_version)
-        .bind(tick.trigger.as_str())
-        .bind(dt(now))
-        .bind(tick.shard as i32)
-        .bind(dt(lease_until))
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = inserted {
-            return Ok(BeginRun::Started(run_row(&r)?));
-        }
-        // Taking over an unfinished run renews its lease; a final one is left alone.
-        sqlx::query(
-            "UPDATE runs SET lease_until = $2 WHERE tick_id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(tick.id.as_uuid())
-        .bind(dt(lease_until))
-        .execute(&self.pool)
-        .await?;
-        let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = $1")))
-            .bind(tick.id.as_uuid())
-            .fetch_one(&self.pool)
-            .await?;
-        let run = run_row(&r)?;
-        Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+        let mut out = self.begin_runs_batch(&[(tick.clone(), run_id, lease)], now).await?;
+        out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
     }
 
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
-        let a = &rec.attempt;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
-             request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18, $19, \
-             $20) ON CONFLICT (run_id, number) DO NOTHING",
-        )
-        .bind(rec.project_id.as_str())
-        .bind(a.run_id.as_uuid())
-        .bind(a.number as i32)
-        .bind(dt(a.started_at))
-        .bind(a.duration_ms)
-        .bind(&a.method)
-        .bind(&a.url)
-        .bind(to_json(&a.request_headers)?)
-        .bind(a.request_body_size as i64)
-        .bind(&a.request_body_sha256)
-        .bind(a.response_status.map(i32::from))
-        .bind(to_json(&a.response_headers)?)
-        .bind(&a.response_body)
-        .bind(a.response_body_truncated)
-        .bind(&a.error_code)
-        .bind(&a.error_message)
-        .bind(a.lateness_ms)
-        .bind(a.timing.dns_ms)
-        .bind(a.timing.connect_ms)
-        .bind(a.timing.ttfb_ms)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE runs SET status = $2, attempt_count = GREATEST(attempt_count, $3), http_status = $4, \
-             last_error = $5, started_at = COALESCE(started_at, $6), finished_at = $7, next_attempt_at = $8, \
-             parked = $9, lease_until = $10 WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(a.run_id.as_uuid())
-        .bind(rec.status.as_str())
-        .bind(a.number as i32)
-        .bind(a.response_status.map(i32::from))
-        .bind(last_error(a))
-        .bind(dt(a.started_at))
-        .bind(rec.finished_at.map(dt))
-        .bind(rec.next_attempt_at.map(dt))
-        .bind(rec.park && rec.next_attempt_at.is_some())
-        .bind(rec.lease_until.map(dt))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(state) = tick_state_for(rec.status) {
-            sqlx::query("UPDATE ticks SET state = $2, updated_at = now() WHERE id = $1")
-                .bind(rec.tick_id.as_uuid())
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
-        }
-        apply_effects(&mut tx, std::slice::from_ref(rec)).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_attempts(std::slice::from_ref(rec)).await
     }
 
-    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         match self.begin_runs_batch(items, now).await {
             Ok(v) => v.into_iter().map(Ok).collect(),
             Err(e) => {
@@ -987,8 +892,8 @@ impl RunStore for PgStore {
             sqlx::query(
                 "UPDATE runs SET status = v.status, attempt_count = GREATEST(runs.attempt_count, v.n), \
                  http_status = v.http, last_error = v.err, started_at = COALESCE(runs.started_at, v.started), \
-                 finished_at = v.finished, next_attempt_at = v.next, parked = v.parked, lease_until = v.lease \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
+                 finished_at = v.finished, next_attempt_at = v.next, parked = v.parked, lease_until = v.lease, \
+                 lease_owner = CASE WHEN v.lease IS NULL THEN NULL ELSE runs.lease_owner END FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::timestamptz[], \
                  $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[]) \
                  AS v(id, status, n, http, err, started, finished, next, parked, lease) \
                  WHERE runs.id = v.id AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
@@ -1031,7 +936,7 @@ impl RunStore for PgStore {
         tick: &Tick,
         run_id: RunId,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: RunLease,
     ) -> Result<BeginRun> {
         let mut tx = self.pool.begin().await?;
         // One transaction at a time per schedule, whichever worker runs it.
@@ -1049,13 +954,19 @@ impl RunStore for PgStore {
                 tx.commit().await?;
                 return Ok(BeginRun::Done(run));
             }
-            sqlx::query("UPDATE runs SET lease_until = $2 WHERE id = $1")
-                .bind(run.id.as_uuid())
-                .bind(dt(lease_until))
-                .execute(&mut *tx)
-                .await?;
+            let taken = sqlx::query(
+                "UPDATE runs SET lease_until = $2, lease_owner = $3 WHERE id = $1 AND (lease_owner IS NULL \
+                 OR lease_owner = $3 OR lease_until IS NULL OR lease_until < $4)",
+            )
+            .bind(run.id.as_uuid())
+            .bind(dt(lease.until))
+            .bind(lease.owner.as_uuid())
+            .bind(dt(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
-            return Ok(BeginRun::Resume(run));
+            return Ok(if taken == 1 { BeginRun::Resume(run) } else { BeginRun::Held(run) });
         }
         let busy: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "SELECT id, tick_id FROM runs WHERE schedule_id = $1 AND status IN ('pending', 'running') \
@@ -1121,8 +1032,8 @@ impl RunStore for PgStore {
         }
         let r = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) \
-             RETURNING {RUN_COLS}"
+             created_at, shard, lease_until, lease_owner) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, \
+             $11) RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
         .bind(run_id.as_uuid())
@@ -1133,11 +1044,28 @@ impl RunStore for PgStore {
         .bind(tick.trigger.as_str())
         .bind(dt(now))
         .bind(tick.shard as i32)
-        .bind(dt(lease_until))
+        .bind(dt(lease.until))
+        .bind(lease.owner.as_uuid())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(BeginRun::Started(run_row(&r)?))
+    }
+
+    async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE runs SET lease_until = $3, lease_owner = NULL FROM UNNEST($1::uuid[], $2::uuid[]) AS v(t, o) \
+             WHERE runs.tick_id = v.t AND runs.lease_owner = v.o AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(held.iter().map(|(t, _)| *t.as_uuid()).collect::<Vec<_>>())
+        .bind(held.iter().map(|(_, o)| *o.as_uuid()).collect::<Vec<_>>())
+        .bind(dt(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus> {

@@ -354,3 +354,37 @@ pub(crate) fn statement_chunks(recs: &[crate::AttemptRecord], max_rows: usize) -
     }
     chunks
 }
+
+/// A tick's run as a batch of begins left it: its holder now, and whether this batch's
+/// insert created it.
+pub(crate) struct Begun {
+    pub run: Run,
+    pub owner: Option<crate::LeaseOwner>,
+    pub created: bool,
+}
+
+/// What each begin of a batch found, in input order. The first begin whose owner created
+/// the run started it; a begin whose owner holds the run resumes it (a retried write, or a
+/// run taken over); a final run is done; any other copy finds it held.
+pub(crate) fn begin_results<'a>(
+    items: impl Iterator<Item = (&'a TickId, crate::LeaseOwner)>,
+    mut found: std::collections::HashMap<TickId, Begun>,
+) -> Result<Vec<crate::BeginRun>> {
+    use crate::BeginRun;
+    let mut out = Vec::new();
+    for (tick, owner) in items {
+        let b = found
+            .get_mut(tick)
+            .ok_or_else(|| Error::Corrupt(format!("run of tick {tick} neither inserted nor found")))?;
+        out.push(if b.run.status.is_final() {
+            BeginRun::Done(b.run.clone())
+        } else if b.owner != Some(owner) {
+            BeginRun::Held(b.run.clone())
+        } else if std::mem::take(&mut b.created) {
+            BeginRun::Started(b.run.clone())
+        } else {
+            BeginRun::Resume(b.run.clone())
+        });
+    }
+    Ok(out)
+}

@@ -18,13 +18,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, corrupt, i64_opt, last_error, overlap_reason_running, plan_effects, safe, stale_etag,
-    statement_chunks, tick_state_for, to_json,
+    AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
+    auto_pause_reason, begin_results, corrupt, i64_opt, last_error, overlap_reason_running, plan_effects, safe,
+    stale_etag, statement_chunks, tick_state_for, to_json,
 };
 use crate::{
-    AttemptRecord, BeginRun, Error, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunStore, ScheduleStore,
-    ShardLease, TickFilter, TickStore,
+    AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunLease,
+    RunStore, ScheduleStore, ShardLease, TickFilter, TickStore,
 };
 
 /// Stores everything in one SQLite file.
@@ -766,11 +766,13 @@ impl TickStore for SqliteStore {
     }
 
     async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE runs SET lease_until = ?2 WHERE tick_id IN (SELECT value FROM json_each(?1))")
-            .bind(id_json(ids))
-            .bind(until.as_millis())
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET lease_until = ?2, lease_owner = NULL WHERE tick_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_json(ids))
+        .bind(until.as_millis())
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -793,49 +795,6 @@ const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.n
 fn id_json(ids: &[TickId]) -> String {
     let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
     format!("[{}]", list.join(","))
-}
-
-async fn begin_run_in(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    tick: &Tick,
-    run_id: RunId,
-    now: Timestamp,
-    lease_until: Timestamp,
-) -> Result<BeginRun> {
-    let inserted = sqlx::query(safe(format!(
-        "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-         created_at, shard, lease_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10) \
-         ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}"
-    )))
-    .bind(tick.project_id.as_str())
-    .bind(run_id.to_string())
-    .bind(tick.id.to_string())
-    .bind(tick.schedule_id.to_string())
-    .bind(tick.nominal_time.as_millis())
-    .bind(tick.schedule_version)
-    .bind(tick.trigger.as_str())
-    .bind(now.as_millis())
-    .bind(i64::from(tick.shard))
-    .bind(lease_until.as_millis())
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(r) = inserted {
-        return Ok(BeginRun::Started(run_row(&r)?));
-    }
-    // Taking over an unfinished run renews its lease; a final one is left alone.
-    sqlx::query(
-        "UPDATE runs SET lease_until = ?2 WHERE tick_id = ?1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-    )
-    .bind(tick.id.to_string())
-    .bind(lease_until.as_millis())
-    .execute(&mut **tx)
-    .await?;
-    let r = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
-        .bind(tick.id.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
-    let run = run_row(&r)?;
-    Ok(if run.status.is_final() { BeginRun::Done(run) } else { BeginRun::Resume(run) })
 }
 
 /// Rows per multi-row statement: 20 bound values per attempt row, far below SQLite's limit.
@@ -885,8 +844,8 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "UPDATE runs SET status = v.column2, attempt_count = MAX(runs.attempt_count, v.column3), \
              http_status = v.column4, last_error = v.column5, started_at = COALESCE(runs.started_at, v.column6), \
-             finished_at = v.column7, next_attempt_at = v.column8, parked = v.column9, lease_until = v.column10 \
-             FROM (",
+             finished_at = v.column7, next_attempt_at = v.column8, parked = v.column9, lease_until = v.column10, \
+             lease_owner = CASE WHEN v.column10 IS NULL THEN NULL ELSE runs.lease_owner END FROM (",
         );
         qb.push_values(chunk, |mut b, r| {
             let a = &r.attempt;
@@ -920,17 +879,17 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
 }
 
 /// Inserts the runs of a batch of ticks in multi-row statements; ticks that already have a
-/// run take the single path (resume or done).
+/// run are taken over one by one where no live delivery holds them.
 async fn begin_runs_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    items: &[(Tick, RunId, Timestamp)],
+    items: &[(Tick, RunId, RunLease)],
     now: Timestamp,
 ) -> Result<Vec<BeginRun>> {
-    let mut started: HashMap<String, Run> = HashMap::new();
+    let mut found: HashMap<TickId, Begun> = HashMap::new();
     for chunk in items.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) ",
+             created_at, shard, lease_until, lease_owner) ",
         );
         qb.push_values(chunk, |mut b, (t, id, lease)| {
             b.push_bind(t.project_id.as_str())
@@ -943,43 +902,64 @@ async fn begin_runs_in(
                 .push_bind("pending")
                 .push_bind(now.as_millis())
                 .push_bind(i64::from(t.shard))
-                .push_bind(lease.as_millis());
+                .push_bind(lease.until.as_millis())
+                .push_bind(id_text(lease.owner.as_uuid()));
         });
         qb.push(" ON CONFLICT (tick_id) DO NOTHING RETURNING ");
         qb.push(RUN_COLS);
+        qb.push(", lease_owner");
         for r in qb.build().fetch_all(&mut **tx).await? {
-            let run = run_row(&r)?;
-            started.insert(run.tick_id.to_string(), run);
+            let b = begun_row(&r, true)?;
+            found.insert(b.run.tick_id, b);
         }
     }
-    let mut out = Vec::with_capacity(items.len());
-    let mut begun: HashMap<String, Run> = HashMap::new();
-    for (t, id, lease) in items {
-        let key = t.id.to_string();
-        if let Some(run) = started.remove(&key) {
-            begun.insert(key, run.clone());
-            out.push(BeginRun::Started(run));
-        } else if let Some(run) = begun.get(&key) {
-            out.push(BeginRun::Resume(run.clone())); // a second copy in this batch resumes it
-        } else {
-            out.push(begin_run_in(tx, t, *id, now, *lease).await?);
+    for (t, _, lease) in items {
+        if found.contains_key(&t.id) {
+            continue;
         }
+        // Taking over an unfinished run no live delivery holds renews its lease.
+        sqlx::query(
+            "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE tick_id = ?1 \
+             AND status NOT IN ('succeeded', 'failed', 'cancelled') AND (lease_owner IS NULL OR lease_owner = ?3 \
+             OR lease_until IS NULL OR lease_until < ?4)",
+        )
+        .bind(t.id.to_string())
+        .bind(lease.until.as_millis())
+        .bind(id_text(lease.owner.as_uuid()))
+        .bind(now.as_millis())
+        .execute(&mut **tx)
+        .await?;
+        let r = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ?1")))
+            .bind(t.id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+        found.insert(t.id, begun_row(&r, false)?);
     }
-    Ok(out)
+    begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
+}
+
+/// A run read with its lease owner (`RUN_COLS, lease_owner`).
+fn begun_row(r: &SqliteRow, created: bool) -> Result<Begun> {
+    let owner: Option<String> = r.try_get("lease_owner")?;
+    let owner = match owner {
+        Some(o) => Some(LeaseOwner::from_uuid(Uuid::try_parse(&o).map_err(|_| corrupt("runs.lease_owner", &o))?)),
+        None => None,
+    };
+    Ok(Begun { run: run_row(r)?, owner, created })
 }
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let mut tx = self.write_tx().await?;
-        let out = begin_run_in(&mut tx, tick, run_id, now, lease_until).await?;
+        let mut out = begin_runs_in(&mut tx, &[(tick.clone(), run_id, lease)], now).await?;
         tx.commit().await?;
-        Ok(out)
+        out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
     }
 
     /// One write transaction for the whole batch: SQLite has one writer, so a transaction
     /// per run would queue every worker task behind the write lock.
-    async fn begin_runs(&self, items: &[(Tick, RunId, Timestamp)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let mut tx = match self.write_tx().await {
             Ok(tx) => tx,
             Err(e) => return items.iter().map(|_| Err(Error::Corrupt(format!("batched begin_run: {e}")))).collect(),
@@ -1011,7 +991,7 @@ impl RunStore for SqliteStore {
         tick: &Tick,
         run_id: RunId,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: RunLease,
     ) -> Result<BeginRun> {
         // The write transaction serialises every writer: one decision at a time.
         let mut tx = self.write_tx().await?;
@@ -1025,13 +1005,19 @@ impl RunStore for SqliteStore {
                 tx.commit().await?;
                 return Ok(BeginRun::Done(run));
             }
-            sqlx::query("UPDATE runs SET lease_until = ?2 WHERE id = ?1")
-                .bind(run.id.to_string())
-                .bind(lease_until.as_millis())
-                .execute(&mut *tx)
-                .await?;
+            let taken = sqlx::query(
+                "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE id = ?1 AND (lease_owner IS NULL \
+                 OR lease_owner = ?3 OR lease_until IS NULL OR lease_until < ?4)",
+            )
+            .bind(run.id.to_string())
+            .bind(lease.until.as_millis())
+            .bind(id_text(lease.owner.as_uuid()))
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
-            return Ok(BeginRun::Resume(run));
+            return Ok(if taken == 1 { BeginRun::Resume(run) } else { BeginRun::Held(run) });
         }
         let busy: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, tick_id FROM runs WHERE schedule_id = ?1 AND status IN ('pending', 'running') \
@@ -1098,8 +1084,8 @@ impl RunStore for SqliteStore {
         }
         let r = sqlx::query(safe(format!(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) \
-             RETURNING {RUN_COLS}"
+             created_at, shard, lease_until, lease_owner) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, \
+             $11) RETURNING {RUN_COLS}"
         )))
         .bind(tick.project_id.as_str())
         .bind(run_id.to_string())
@@ -1110,11 +1096,32 @@ impl RunStore for SqliteStore {
         .bind(tick.trigger.as_str())
         .bind(now.as_millis())
         .bind(i64::from(tick.shard))
-        .bind(lease_until.as_millis())
+        .bind(lease.until.as_millis())
+        .bind(id_text(lease.owner.as_uuid()))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(BeginRun::Started(run_row(&r)?))
+    }
+
+    async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for (tick, owner) in held {
+            sqlx::query(
+                "UPDATE runs SET lease_until = ?3, lease_owner = NULL WHERE tick_id = ?1 AND lease_owner = ?2 \
+                 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(tick.to_string())
+            .bind(id_text(owner.as_uuid()))
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus> {

@@ -1,4 +1,5 @@
 use cronhook_core::{Attempt, ProjectId, Run, RunId, RunStatus, ScheduleId, TickId, TickState, Timestamp};
+use uuid::Uuid;
 
 /// What an update does to the stored next fire time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,43 @@ pub enum BeginRun {
     /// The overlap policy buffered the tick; it is published again when the previous run
     /// ends: acknowledge this delivery.
     Buffered,
+    /// A run exists, is not final, and another delivery of the tick holds its lease: send
+    /// nothing and acknowledge. The holder finishes the run; if it dies, the lease runs out
+    /// and reconciliation ([`crate::TickStore::stuck_runs`]) hands the run out again.
+    Held(Run),
+}
+
+/// One delivery of a tick: drawn by the worker for each copy of a tick it handles, so two
+/// copies of one tick (a redelivery, a republish) never hold the same run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseOwner(Uuid);
+
+impl LeaseOwner {
+    /// A new random owner token.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// A token read back from the store.
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    /// The token.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+/// Who holds a run, and until when. A run is taken by a delivery when it has no owner, the
+/// owner is the same delivery, or the lease has run out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunLease {
+    /// The delivery holding the run.
+    pub owner: LeaseOwner,
+    /// Until when (the fire time, or the next attempt's start, plus the attempt timeout and
+    /// the lease margin).
+    pub until: Timestamp,
 }
 
 /// One attempt and the run's state after it.
@@ -95,7 +133,8 @@ pub struct AttemptRecord {
     /// shard's planner dispatches it again when due.
     pub park: bool,
     /// While the run goes on in this worker: until when it is leased to it (see
-    /// [`crate::RunStore::begin_run`]).
+    /// [`crate::RunStore::begin_run`]; the owner stays). `None` (final or parked) also
+    /// clears the owner.
     pub lease_until: Option<Timestamp>,
     /// What a final status does to the schedule, in the same transaction.
     pub effects: Option<RunEffects>,

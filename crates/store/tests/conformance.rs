@@ -10,7 +10,8 @@ use cronhook_core::{
     Schedule, ScheduleId, ScheduleSpec, ScheduleState, SpecKind, Tick, TickId, TickState, Timestamp, TriggerKind,
 };
 use cronhook_store::{
-    AttemptRecord, BeginRun, Error, NextFire, PlannedSchedule, PlannedTick, RunFilter, Stores, TickFilter,
+    AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlannedSchedule, PlannedTick, RunFilter, RunLease, Stores,
+    TickFilter,
 };
 
 const SHARDS: u32 = 4;
@@ -123,6 +124,11 @@ const FAR: Timestamp = Timestamp::from_millis(4_102_444_800_000);
 
 fn ms(v: i64) -> Timestamp {
     Timestamp::from_millis(v)
+}
+
+/// A lease until `until` for a new delivery (its own owner).
+fn new_lease(until: Timestamp) -> RunLease {
+    RunLease { owner: LeaseOwner::generate(), until }
 }
 
 fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
@@ -350,7 +356,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     assert!(st.ticks.ticks_without_run(&all, ms(100_000), 100).await.unwrap().is_empty());
     assert_eq!(st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap().len(), 2);
     let BeginRun::Started(run) =
-        st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002), ms(1_000_000)).await.unwrap()
+        st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!("first begin_run must start")
     };
@@ -401,7 +407,8 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
 
     // one of them reached a worker and finished; producing the other failed
     let first = tick_of(&s, ms(5_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&first, RunId::generate(), ms(5_001), FAR).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&first, RunId::generate(), ms(5_001), new_lease(FAR)).await.unwrap()
+    else {
         panic!("first begin_run must start")
     };
     st.runs
@@ -430,7 +437,7 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
     st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
     let taken = tick_of(&s, ms(8_000));
     assert!(matches!(
-        st.runs.begin_run(&taken, RunId::generate(), ms(8_001), FAR).await.unwrap(),
+        st.runs.begin_run(&taken, RunId::generate(), ms(8_001), new_lease(FAR)).await.unwrap(),
         BeginRun::Started(_)
     ));
     st.ticks.unmark_published(&[taken.id]).await.unwrap();
@@ -443,7 +450,8 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await.unwrap()
+    let BeginRun::Started(run) =
+        st.runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!("first begin_run must start")
     };
@@ -464,7 +472,8 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         })
         .await
         .unwrap();
-    let BeginRun::Resume(resumed) = st.runs.begin_run(&t, RunId::generate(), ms(5_500), ms(1_000_000)).await.unwrap()
+    let BeginRun::Resume(resumed) =
+        st.runs.begin_run(&t, RunId::generate(), ms(5_500), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!("an unfinished run must be resumed")
     };
@@ -493,7 +502,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[1], attempt(run.id, 2, Some(200)), "an attempt survives the round trip");
     assert!(matches!(
-        st.runs.begin_run(&t, RunId::generate(), ms(7_000), ms(1_000_000)).await.unwrap(),
+        st.runs.begin_run(&t, RunId::generate(), ms(7_000), new_lease(ms(1_000_000))).await.unwrap(),
         BeginRun::Done(_)
     ));
 
@@ -510,7 +519,9 @@ async fn concurrent_begin_run_creates_one_run(st: Stores) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (runs, t) = (st.runs.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await }));
+        tasks.push(tokio::spawn(async move {
+            runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await
+        }));
     }
     let mut started = 0;
     let mut ids = HashSet::new();
@@ -520,10 +531,10 @@ async fn concurrent_begin_run_creates_one_run(st: Stores) {
                 started += 1;
                 ids.insert(r.id);
             }
-            BeginRun::Resume(r) | BeginRun::Done(r) => {
+            BeginRun::Held(r) => {
                 ids.insert(r.id);
             }
-            other => panic!("{other:?}"),
+            other => panic!("another copy must find the run held, not {other:?}"),
         }
     }
     assert_eq!(started, 1, "exactly one concurrent begin_run creates the run");
@@ -537,7 +548,8 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
     for i in 0..7 {
         for s in [&a, &b] {
             let t = tick_of(s, ms(10_000 + i * 1000));
-            let BeginRun::Started(r) = st.runs.begin_run(&t, RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
+            let BeginRun::Started(r) =
+                st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(ms(1_000_000))).await.unwrap()
             else {
                 panic!()
             };
@@ -604,7 +616,8 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_001), ms(1_000_000)).await.unwrap()
+    let BeginRun::Started(run) =
+        st.runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!()
     };
@@ -648,7 +661,8 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let ticks: Vec<Tick> = (0..4).map(|i| tick_of(&s, ms(5_000 + i * 1000))).collect();
     // tick 0 already has a final run, tick 1 an unfinished one
-    let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
+    let BeginRun::Started(done) =
+        st.runs.begin_run(&ticks[0], RunId::generate(), ms(1), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!()
     };
@@ -664,20 +678,25 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
         effects: None,
     };
     st.runs.record_attempt(&finish(&ticks[0], done.id, 1)).await.unwrap();
-    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1), ms(1_000_000)).await.unwrap()
-    else {
+    let holder = new_lease(ms(1_000_000));
+    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1), holder).await.unwrap() else {
         panic!()
     };
 
-    // a batch with every case, and the same new tick twice
-    let items: Vec<(Tick, RunId, Timestamp)> =
-        [0, 1, 2, 3, 3].iter().map(|i| (ticks[*i].clone(), RunId::generate(), ms(1_000_000))).collect();
+    // a batch with every case: tick 1 by its holder (a retried write) and by another copy
+    // (in either order), and the same new tick twice
+    let items: Vec<(Tick, RunId, RunLease)> =
+        [(1, None), (0, None), (1, Some(holder)), (2, None), (3, None), (3, None)]
+            .iter()
+            .map(|(i, l)| (ticks[*i].clone(), RunId::generate(), l.unwrap_or_else(|| new_lease(ms(1_000_000)))))
+            .collect();
     let res: Vec<BeginRun> = st.runs.begin_runs(&items, ms(2)).await.into_iter().map(|r| r.unwrap()).collect();
-    assert!(matches!(&res[0], BeginRun::Done(r) if r.id == done.id));
-    assert!(matches!(&res[1], BeginRun::Resume(r) if r.id == open.id));
-    let BeginRun::Started(r2) = &res[2] else { panic!("{:?}", res[2]) };
-    let BeginRun::Started(r3) = &res[3] else { panic!("{:?}", res[3]) };
-    assert!(matches!(&res[4], BeginRun::Resume(r) if r.id == r3.id), "a second copy in one batch finds the first");
+    assert!(matches!(&res[0], BeginRun::Held(r) if r.id == open.id), "another copy finds it held: {:?}", res[0]);
+    assert!(matches!(&res[1], BeginRun::Done(r) if r.id == done.id));
+    assert!(matches!(&res[2], BeginRun::Resume(r) if r.id == open.id), "its holder resumes it: {:?}", res[2]);
+    let BeginRun::Started(r2) = &res[3] else { panic!("{:?}", res[3]) };
+    let BeginRun::Started(r3) = &res[4] else { panic!("{:?}", res[4]) };
+    assert!(matches!(&res[5], BeginRun::Held(r) if r.id == r3.id), "a second copy in one batch finds it held");
     assert_eq!((r2.tick_id, r2.status, r2.nominal_time), (ticks[2].id, RunStatus::Pending, ms(7_000)));
 
     // one transaction records them all, with the ledger following final states
@@ -732,7 +751,8 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     ];
     let mut recs = Vec::new();
     for (t, ok, pause_after) in &plan {
-        let BeginRun::Started(run) = st.runs.begin_run(t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+        let BeginRun::Started(run) = st.runs.begin_run(t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap()
+        else {
             panic!("new tick")
         };
         recs.push(AttemptRecord {
@@ -762,7 +782,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     );
     // one more failure of b makes two in a row
     let t = tick_of(&b, ms(9_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
     let fail = AttemptRecord { tick_id: t.id, attempt: attempt(run.id, 1, Some(500)), ..recs[1].clone() };
@@ -774,7 +794,7 @@ async fn one_run_twice_in_a_batch_is_written_in_order(st: Stores) {
     let s = schedule("a", Some(ms(5_000)));
     st.schedules.insert_schedule(&s).await.unwrap();
     let t = tick_of(&s, ms(5_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), FAR).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
     // two workers on one run (a redelivered tick): the record of attempt 2 (succeeded) and a
@@ -809,19 +829,35 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(5_000), ms(10_000)).await.unwrap() else {
+    let BeginRun::Started(run) =
+        st.runs.begin_run(&t, RunId::generate(), ms(5_000), new_lease(ms(10_000))).await.unwrap()
+    else {
         panic!()
     };
-    assert!(st.ticks.stuck_runs(&all, ms(10_000), 10).await.unwrap().is_empty(), "leased until 10 s");
+    assert!(
+        matches!(
+            st.runs.begin_run(&t, RunId::generate(), ms(9_999), new_lease(ms(15_000))).await.unwrap(),
+            BeginRun::Held(_)
+        ),
+        "another copy leaves a run its holder still has"
+    );
+    assert!(st.ticks.stuck_runs(&all, ms(10_000), 10).await.unwrap().is_empty(), "leased until 10 s, not by the copy");
     let stuck = st.ticks.stuck_runs(&all, ms(10_001), 10).await.unwrap();
     assert_eq!(stuck.iter().map(|x| x.id).collect::<Vec<_>>(), vec![t.id], "its worker died: hand it out again");
     st.ticks.extend_leases(&[t.id], ms(20_000)).await.unwrap();
     assert!(st.ticks.stuck_runs(&all, ms(19_999), 10).await.unwrap().is_empty(), "handed out once per lease");
-    // the new worker takes it over: begin_run renews the lease
+    // the copy handed out takes it over at once (the handing out cleared the owner); a
+    // second copy finds it held; once that lease runs out, the next copy takes it
     assert!(matches!(
-        st.runs.begin_run(&t, RunId::generate(), ms(21_000), ms(30_000)).await.unwrap(),
+        st.runs.begin_run(&t, RunId::generate(), ms(12_000), new_lease(ms(20_500))).await.unwrap(),
         BeginRun::Resume(_)
     ));
+    assert!(matches!(
+        st.runs.begin_run(&t, RunId::generate(), ms(13_000), new_lease(ms(30_000))).await.unwrap(),
+        BeginRun::Held(_)
+    ));
+    let taker = new_lease(ms(30_000));
+    assert!(matches!(st.runs.begin_run(&t, RunId::generate(), ms(21_000), taker).await.unwrap(), BeginRun::Resume(_)));
     assert!(st.ticks.stuck_runs(&all, ms(29_999), 10).await.unwrap().is_empty());
     // a recorded attempt with an in-memory retry carries the lease on
     let rec = AttemptRecord {
@@ -837,6 +873,15 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     };
     st.runs.record_attempt(&rec).await.unwrap();
     assert!(st.ticks.stuck_runs(&all, ms(39_999), 10).await.unwrap().is_empty());
+    let copy = || st.runs.begin_run(&t, RunId::generate(), ms(35_000), new_lease(ms(50_000)));
+    assert!(matches!(copy().await.unwrap(), BeginRun::Held(_)), "the attempt record keeps the holder");
+    // a stopping worker releases what it holds, and only that: the next copy takes it at once
+    st.runs.release_runs(&[(t.id, LeaseOwner::generate())], ms(35_000)).await.unwrap();
+    assert!(matches!(copy().await.unwrap(), BeginRun::Held(_)), "released by someone else: still held");
+    st.runs.release_runs(&[(t.id, taker.owner)], ms(35_000)).await.unwrap();
+    let stuck = st.ticks.stuck_runs(&all, ms(35_001), 10).await.unwrap();
+    assert_eq!(stuck.iter().map(|x| x.id).collect::<Vec<_>>(), vec![t.id], "a released run is handed out");
+    assert!(matches!(copy().await.unwrap(), BeginRun::Resume(_)), "the next copy takes a released run");
     // final runs are never handed out
     let done = AttemptRecord {
         status: RunStatus::Succeeded,
@@ -874,7 +919,8 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
 
     // a delivered tick with its run; then retention with a cutoff in the future of it all
     let t3 = tick_of(&s, ms(3_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&t3, RunId::generate(), ms(3_001), ms(1_000_000)).await.unwrap()
+    let BeginRun::Started(run) =
+        st.runs.begin_run(&t3, RunId::generate(), ms(3_001), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!()
     };
@@ -918,7 +964,7 @@ async fn overlap_policies_are_race_free(st: Stores) {
         }
     };
     let tick = |at: i64, policy: OverlapPolicy| Tick { overlap: policy, ..tick_of(&s, ms(at)) };
-    let lease = ms(1_000_000);
+    let lease = new_lease(ms(1_000_000));
 
     // skip: 8 workers race on 8 ticks of one schedule: exactly one run starts
     let ticks: Vec<Tick> = (0..8).map(|i| tick(10_000 + i * 1000, OverlapPolicy::Skip)).collect();
@@ -1002,5 +1048,10 @@ async fn overlap_policies_are_race_free(st: Stores) {
     assert!(matches!(
         st.runs.begin_run_exclusive(&a, RunId::generate(), ms(7), lease).await.unwrap(),
         BeginRun::Resume(_)
+    ));
+    // another copy of it finds it held by the first
+    assert!(matches!(
+        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(8), new_lease(ms(1_000_000))).await.unwrap(),
+        BeginRun::Held(_)
     ));
 }

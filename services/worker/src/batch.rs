@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cronhook_core::{Attempt, ProjectId, Run, RunId, Tick, Timestamp};
-use cronhook_store::{AttemptRecord, BeginRun, Error, Result, RunFilter, RunStore};
+use cronhook_core::{Attempt, ProjectId, Run, RunId, Tick, TickId, Timestamp};
+use cronhook_store::{AttemptRecord, BeginRun, Error, LeaseOwner, Result, RunFilter, RunLease, RunStore};
 use tokio::sync::{mpsc, oneshot};
 
 enum Op {
-    Begin(Box<Tick>, RunId, Timestamp, Timestamp, oneshot::Sender<Result<BeginRun>>),
+    Begin(Box<Tick>, RunId, Timestamp, RunLease, oneshot::Sender<Result<BeginRun>>),
     Record(Box<AttemptRecord>, oneshot::Sender<Result<()>>),
 }
 
@@ -105,9 +105,9 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: us
 
 #[async_trait]
 impl RunStore for BatchingRunStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease_until: Timestamp) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, lease_until, tx)).await.map_err(|_| closed())?;
+        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, lease, tx)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -122,9 +122,13 @@ impl RunStore for BatchingRunStore {
         tick: &Tick,
         run_id: RunId,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: RunLease,
     ) -> Result<BeginRun> {
-        self.inner.begin_run_exclusive(tick, run_id, now, lease_until).await
+        self.inner.begin_run_exclusive(tick, run_id, now, lease).await
+    }
+
+    async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {
+        self.inner.release_runs(held, now).await
     }
 
     async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<cronhook_core::RunStatus> {

@@ -8,13 +8,19 @@ use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
 use cronhook_delivery::{HttpSender, SendResult, SenderConfig, Verdict, retry};
 use cronhook_queue::{Delivery, TickConsumer};
-use cronhook_store::{AttemptRecord, BeginRun, RunEffects, RunStore};
+use cronhook_store::{AttemptRecord, BeginRun, LeaseOwner, RunEffects, RunLease, RunStore};
 use cronhook_telemetry::metrics::Metrics;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::WorkerConfig;
+
+/// Deliveries that stopped on shutdown, with the runs they may hold.
+type Stopped = Arc<std::sync::Mutex<Vec<(TickId, LeaseOwner)>>>;
+
+/// Longest a stopping worker waits to release the runs of its stopped deliveries.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Consumes ticks and delivers them.
 #[derive(Clone)]
@@ -82,6 +88,10 @@ impl Worker {
         let tasks = TaskTracker::new();
         // Waits (fire time, backoff) stop at once on shutdown; attempts in flight do not.
         let waits = cancel.child_token();
+        // Runs held by deliveries that stopped on shutdown: released at the end, so the next
+        // copy of their ticks need not wait for the leases to run out. At most one entry per
+        // slot: only a stopping delivery adds one.
+        let stopped: Stopped = Arc::default();
         let result = loop {
             let permit = tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
@@ -96,10 +106,10 @@ impl Worker {
             };
             match delivery {
                 Ok(Some(d)) => {
-                    let (worker, waits) = (self.clone(), waits.clone());
+                    let (worker, waits, stopped) = (self.clone(), waits.clone(), stopped.clone());
                     worker.metrics.worker_in_flight.add(1);
                     tasks.spawn(async move {
-                        worker.handle(d, &waits).await;
+                        worker.handle(d, &waits, &stopped).await;
                         worker.metrics.worker_in_flight.add(-1);
                         drop(permit);
                     });
@@ -112,28 +122,50 @@ impl Worker {
         if tokio::time::timeout(self.cfg.shutdown_grace, tasks.wait()).await.is_err() {
             tracing::warn!(grace = ?self.cfg.shutdown_grace, "attempts still in flight after the grace period; they will be resumed");
         }
+        self.release(&stopped).await;
         result
     }
 
-    async fn handle(&self, d: Delivery, waits: &CancellationToken) {
-        let tick = d.tick.clone();
-        match self.deliver(&tick, waits).await {
-            Stop::Done => d.ack(),
-            Stop::Abandon => tracing::debug!(tick_id = %tick.id, "tick left for redelivery"),
+    /// Gives up the runs of the deliveries that stopped (best effort: if it fails, their
+    /// leases run out and reconciliation hands them out).
+    async fn release(&self, stopped: &Stopped) {
+        let held = std::mem::take(&mut *stopped.lock().unwrap_or_else(|e| e.into_inner()));
+        if held.is_empty() {
+            return;
+        }
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.runs.release_runs(&held, Timestamp::now())).await {
+            Ok(Ok(())) => tracing::info!(runs = held.len(), "released the runs of stopped deliveries"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release runs; their leases will run out"),
+            Err(_) => tracing::warn!("releasing runs timed out; their leases will run out"),
         }
     }
 
-    async fn deliver(&self, tick: &Tick, waits: &CancellationToken) -> Stop {
-        if !sleep_until(tick.fire_time, waits).await {
+    async fn handle(&self, d: Delivery, waits: &CancellationToken, stopped: &Stopped) {
+        let tick = d.tick.clone();
+        let owner = LeaseOwner::generate();
+        match self.deliver(&tick, owner, waits).await {
+            Stop::Done => d.ack(),
+            Stop::Abandon => {
+                stopped.lock().unwrap_or_else(|e| e.into_inner()).push((tick.id, owner));
+                tracing::debug!(tick_id = %tick.id, "tick left for redelivery");
+            }
+        }
+    }
+
+    async fn deliver(&self, tick: &Tick, owner: LeaseOwner, waits: &CancellationToken) -> Stop {
+        // The overlap policy needs the schedule's other runs as they are at the fire time:
+        // decided then, in a transaction serialised per schedule. `allow` (and notifications)
+        // create the run at once, batched, while the tick waits for its fire time, so the send
+        // at the fire time waits for no write; the lease's owner keeps any other copy of the
+        // tick from sending it too (docs/architecture.md, Workers).
+        let exclusive = tick.overlap != OverlapPolicy::Allow && tick.trigger != TriggerKind::Notification;
+        if exclusive && !sleep_until(tick.fire_time, waits).await {
             return Stop::Abandon;
         }
         let begun = self
             .store_retry("begin run", waits, || {
                 let now = Timestamp::now();
-                let lease = self.lease_from(tick, now);
-                // The overlap policy needs the schedule's other runs: decided in a transaction
-                // serialised per schedule. `allow` (and notifications) take the batched path.
-                let exclusive = tick.overlap != OverlapPolicy::Allow && tick.trigger != TriggerKind::Notification;
+                let lease = RunLease { owner, until: self.lease_from(tick, now.max(tick.fire_time)) };
                 async move {
                     if exclusive {
                         self.runs.begin_run_exclusive(tick, RunId::generate(), now, lease).await
@@ -150,6 +182,11 @@ impl Worker {
                 tracing::debug!(tick_id = %tick.id, run_id = %run.id, "duplicate tick: run already final");
                 return Stop::Done;
             }
+            Some(BeginRun::Held(run)) => {
+                self.metrics.ticks_deduplicated.inc();
+                tracing::debug!(tick_id = %tick.id, run_id = %run.id, "duplicate tick: another delivery holds its run");
+                return Stop::Done;
+            }
             Some(BeginRun::Skipped(reason)) => {
                 self.metrics.ticks_skipped_overlap.inc();
                 tracing::info!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick skipped: {reason}");
@@ -162,19 +199,22 @@ impl Worker {
             Some(BeginRun::Started(run)) => (run, 1),
             Some(BeginRun::Resume(run)) => {
                 tracing::info!(tick_id = %tick.id, run_id = %run.id, attempts = run.attempt_count, "resuming an unfinished run");
-                if let Some(at) = run.next_attempt_at {
-                    if run.parked && at.millis_since(Timestamp::now()) > self.max_wait_ms() {
-                        // Parked and not due yet: the planner dispatches it when it is.
-                        return Stop::Done;
-                    }
-                    if !sleep_until(at, waits).await {
-                        return Stop::Abandon;
-                    }
+                if let Some(at) = run.next_attempt_at
+                    && run.parked
+                    && at.millis_since(Timestamp::now()) > self.max_wait_ms()
+                {
+                    // Parked and not due yet: the planner dispatches it when it is.
+                    return Stop::Done;
                 }
                 let n = run.attempt_count + 1;
                 (run, n)
             }
         };
+        // The first attempt waits for the fire time, a resumed one for its due time.
+        let due = run.next_attempt_at.map_or(tick.fire_time, |at| at.max(tick.fire_time));
+        if !sleep_until(due, waits).await {
+            return Stop::Abandon;
+        }
         let first_start = run.started_at;
         loop {
             let sent = self.sender.send(tick, run.id, number).await;

@@ -103,29 +103,32 @@ async fn deliver_with(env: &Env, cfg: WorkerConfig, sender: SenderConfig) -> (Ru
     deliver_many(env, cfg, sender, 1).await.remove(0)
 }
 
+/// The tick of `s` at `nominal`, due at `fire`.
+fn tick_of(s: &Schedule, nominal: Timestamp, fire: Timestamp) -> Tick {
+    Tick {
+        id: TickId::scheduled(s.id, nominal),
+        project_id: s.project_id.clone(),
+        schedule_id: s.id,
+        schedule_version: s.version,
+        nominal_time: nominal,
+        fire_time: fire,
+        trigger: TriggerKind::Scheduled,
+        target: s.def.target.clone(),
+        retry: s.def.retry.clone(),
+        shard: s.shard,
+        epoch: 1,
+        signing_secrets: s.def.signing_secrets.clone(),
+        failure_notification_url: s.def.failure_notification_url.clone(),
+        auto_pause_after_failures: s.def.auto_pause_after_failures,
+        overlap: s.def.overlap,
+    }
+}
+
 /// Delivers `n` ticks (one second apart in nominal time) and returns their runs.
 async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usize) -> Vec<(Run, Vec<Attempt>)> {
     let now = Timestamp::now();
     let s = &env.schedule;
-    let ticks: Vec<Tick> = (0..n as i64)
-        .map(|i| Tick {
-            id: TickId::scheduled(s.id, now.add_millis(-i * 1000)),
-            project_id: s.project_id.clone(),
-            schedule_id: s.id,
-            schedule_version: s.version,
-            nominal_time: now.add_millis(-i * 1000),
-            fire_time: now,
-            trigger: TriggerKind::Scheduled,
-            target: s.def.target.clone(),
-            retry: s.def.retry.clone(),
-            shard: s.shard,
-            epoch: 1,
-            signing_secrets: s.def.signing_secrets.clone(),
-            failure_notification_url: s.def.failure_notification_url.clone(),
-            auto_pause_after_failures: s.def.auto_pause_after_failures,
-            overlap: s.def.overlap,
-        })
-        .collect();
+    let ticks: Vec<Tick> = (0..n as i64).map(|i| tick_of(s, now.add_millis(-i * 1000), now)).collect();
     let (publisher, consumer) = memory::channel(n.max(16));
     let cancel = CancellationToken::new();
     let worker = Worker::with_sender(env.stores.runs.clone(), sender, cfg, Arc::new(Metrics::default())).unwrap();
@@ -576,4 +579,89 @@ async fn attempts_record_their_phases() {
     assert!(tm.connect_ms.is_some(), "a new connection: {tm:?}");
     let ttfb = tm.ttfb_ms.unwrap();
     assert!(ttfb >= 150 && ttfb <= attempts[0].duration_ms, "headers after the 150 ms delay, before the end: {tm:?}");
+}
+
+/// A worker on its own queue over the env's store; cancel the token to stop it.
+fn start_worker(env: &Env) -> (memory::MemoryTickPublisher, CancellationToken, tokio::task::JoinHandle<()>) {
+    let (publisher, consumer) = memory::channel(16);
+    let cancel = CancellationToken::new();
+    let worker = Worker::with_sender(env.stores.runs.clone(), sender(), cfg(), Arc::new(Metrics::default())).unwrap();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move {
+        let _ = worker.run(consumer, c).await;
+    });
+    (publisher, cancel, task)
+}
+
+/// The runs of the env's schedule.
+async fn runs_of(env: &Env) -> Vec<Run> {
+    let filter = RunFilter { schedule_id: Some(env.schedule.id), limit: 100, ..Default::default() };
+    env.stores.runs.list_runs(&env.schedule.project_id, &filter).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_allow_tick_has_its_run_before_the_fire_time_and_two_copies_send_once() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let mut e = env(target(t.url("/x")), fast_retries(3)).await;
+    e.schedule.def.overlap = OverlapPolicy::Allow;
+    let fire = Timestamp::now().add_millis(2_000);
+    let tick = tick_of(&e.schedule, fire, fire);
+    // two workers get a copy each (a redelivery, a republish) while the tick waits
+    let (pub_a, stop_a, task_a) = start_worker(&e);
+    let (pub_b, stop_b, task_b) = start_worker(&e);
+    pub_a.publish(std::slice::from_ref(&tick)).await.unwrap();
+    pub_b.publish(std::slice::from_ref(&tick)).await.unwrap();
+
+    let pending = wait_for("the run, before the fire time", Duration::from_secs(5), || async {
+        runs_of(&e).await.into_iter().find(|r| r.tick_id == tick.id)
+    })
+    .await
+    .unwrap();
+    let created_early = Timestamp::now() < fire;
+    assert!(created_early, "the run exists {} ms before the fire time", fire.millis_since(Timestamp::now()));
+    assert_eq!((pending.status, pending.attempt_count), (RunStatus::Pending, 0));
+    assert!(t.seen().is_empty(), "nothing is sent before the fire time");
+
+    let done = wait_for("the final run", Duration::from_secs(10), || async {
+        runs_of(&e).await.into_iter().find(|r| r.tick_id == tick.id && r.status.is_final())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // a second send would have happened by now
+    let (run, attempts) = e.stores.runs.get_run(&e.schedule.project_id, done.id).await.unwrap();
+    assert_eq!((run.status, run.attempt_count), (RunStatus::Succeeded, 1));
+    assert_eq!(t.seen().len(), 1, "two copies, one send: the second finds the run held");
+    assert!(attempts[0].started_at >= fire, "sent at the fire time, not when the run was created");
+    for stop in [stop_a, stop_b] {
+        stop.cancel();
+    }
+    let _ = tokio::join!(task_a, task_b);
+}
+
+#[tokio::test]
+async fn a_worker_stopping_before_the_fire_time_releases_the_run_to_the_next_copy() {
+    let t = ScriptedTarget::start(vec![], Reply::status(200)).await.unwrap();
+    let mut e = env(target(t.url("/x")), fast_retries(3)).await;
+    e.schedule.def.overlap = OverlapPolicy::Allow;
+    let fire = Timestamp::now().add_millis(2_500);
+    let tick = tick_of(&e.schedule, fire, fire);
+    let (pub_a, stop_a, task_a) = start_worker(&e);
+    pub_a.publish(std::slice::from_ref(&tick)).await.unwrap();
+    wait_for("the run", Duration::from_secs(5), || async { runs_of(&e).await.into_iter().next() }).await.unwrap();
+    // the worker stops while the tick waits (its lease runs a minute past the fire time)
+    stop_a.cancel();
+    task_a.await.unwrap();
+    // the redelivered copy takes the run at once, and sends at the fire time
+    let (pub_b, stop_b, task_b) = start_worker(&e);
+    pub_b.publish(std::slice::from_ref(&tick)).await.unwrap();
+    let done = wait_for("the final run", Duration::from_secs(10), || async {
+        runs_of(&e).await.into_iter().find(|r| r.status.is_final())
+    })
+    .await
+    .unwrap();
+    assert_eq!((done.status, done.attempt_count), (RunStatus::Succeeded, 1));
+    assert_eq!(t.seen().len(), 1);
+    assert_eq!(runs_of(&e).await.len(), 1, "one run per tick");
+    stop_b.cancel();
+    task_b.await.unwrap();
 }
