@@ -1,6 +1,12 @@
 //! Batches the worker's run-log writes: concurrent `begin_run` and `record_attempt` calls
-//! are collected for up to `linger` (or `max_batch` items) and written with one statement
-//! per kind, so Postgres round trips do not bound deliveries per second.
+//! are collected (up to `max_batch` items) and written with one statement per kind, so
+//! Postgres round trips do not bound deliveries per second.
+//!
+//! How long a batch waits for company depends on who waits for it. A begin whose tick is
+//! due soon (or late) holds up a send: `linger`. Attempt records, and begins of ticks due
+//! later than that (a worker usually gets a tick ahead of its fire time), hold up no send:
+//! they wait up to `relaxed_linger`, still in time for their fire time. Bigger batches cost
+//! less per row, in the worker and in the database (docs/benchmarks.md).
 //!
 //! Each caller still waits for its own write to be durable before it acknowledges its
 //! tick: batching changes the cost, not the guarantees. A failed batch fails every call
@@ -13,27 +19,52 @@ use async_trait::async_trait;
 use cronhook_core::{Attempt, ProjectId, Run, RunId, Tick, TickId, Timestamp};
 use cronhook_store::{AttemptRecord, BeginRun, Error, LeaseOwner, Result, RunFilter, RunLease, RunStore};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 enum Op {
     Begin(Box<Tick>, RunId, Timestamp, RunLease, oneshot::Sender<Result<BeginRun>>),
     Record(Box<AttemptRecord>, oneshot::Sender<Result<()>>),
 }
 
+/// A write and when its batch must be written at the latest.
+struct Queued {
+    op: Op,
+    flush_by: Instant,
+}
+
+/// A begin is written at least this long before its tick's fire time (the write's own
+/// duration under load, docs/benchmarks.md).
+const BEGIN_AHEAD: Duration = Duration::from_millis(50);
+
 /// A [`RunStore`] that batches writes to an inner one; reads pass through.
 pub struct BatchingRunStore {
     inner: Arc<dyn RunStore>,
-    tx: mpsc::Sender<Op>,
+    tx: mpsc::Sender<Queued>,
+    linger: Duration,
+    relaxed_linger: Duration,
 }
 
 impl BatchingRunStore {
     /// Starts the batching task. At most `max_batch` writes go in one statement; a batch
-    /// waits at most `linger` for company. The queue holds at most `4 * max_batch` writes
+    /// waits for company at most `linger` when a send waits for one of its writes, and at
+    /// most `relaxed_linger` otherwise. The queue holds at most `4 * max_batch` writes
     /// (callers wait beyond that).
-    pub fn new(inner: Arc<dyn RunStore>, max_batch: usize, linger: Duration) -> Self {
+    pub fn new(inner: Arc<dyn RunStore>, max_batch: usize, linger: Duration, relaxed_linger: Duration) -> Self {
         let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::channel(max_batch * 4);
-        tokio::spawn(run(inner.clone(), rx, max_batch, linger));
-        Self { inner, tx }
+        tokio::spawn(run(inner.clone(), rx, max_batch));
+        Self { inner, tx, linger, relaxed_linger: relaxed_linger.max(linger) }
+    }
+
+    /// How long the begin of `tick` may wait: until `BEGIN_AHEAD` before its fire time,
+    /// between `linger` and `relaxed_linger`.
+    fn begin_wait(&self, tick: &Tick) -> Duration {
+        let spare = tick.fire_time.millis_since(Timestamp::now()) - BEGIN_AHEAD.as_millis() as i64;
+        Duration::from_millis(spare.max(0) as u64).clamp(self.linger, self.relaxed_linger)
+    }
+
+    async fn queue(&self, op: Op, wait: Duration) -> Result<()> {
+        self.tx.send(Queued { op, flush_by: Instant::now() + wait }).await.map_err(|_| closed())
     }
 }
 
@@ -46,14 +77,17 @@ fn closed() -> Error {
 /// round trip (measured in docs/benchmarks.md).
 const BATCHES_IN_FLIGHT: usize = 4;
 
-async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: usize, linger: Duration) {
+async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Queued>, max_batch: usize) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        let mut ops = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
+        let mut deadline = first.flush_by;
+        let mut ops = vec![first.op];
         while ops.len() < max_batch {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => ops.push(op),
+                Ok(Some(q)) => {
+                    deadline = deadline.min(q.flush_by);
+                    ops.push(q.op);
+                }
                 _ => break,
             }
         }
@@ -107,13 +141,13 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Op>, max_batch: us
 impl RunStore for BatchingRunStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Begin(Box::new(tick.clone()), run_id, now, lease, tx)).await.map_err(|_| closed())?;
+        self.queue(Op::Begin(Box::new(tick.clone()), run_id, now, lease, tx), self.begin_wait(tick)).await?;
         rx.await.map_err(|_| closed())?
     }
 
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Record(Box::new(rec.clone()), tx)).await.map_err(|_| closed())?;
+        self.queue(Op::Record(Box::new(rec.clone()), tx), self.relaxed_linger).await?;
         rx.await.map_err(|_| closed())?
     }
 

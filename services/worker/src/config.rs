@@ -29,9 +29,15 @@ pub struct WorkerConfig {
     pub run_lease_margin: Duration,
     /// Most run-log writes per statement (1 turns batching off).
     pub write_batch: usize,
-    /// Longest a run-log write waits for others to share its statement.
+    /// Longest a run-log write a send waits for (the begin of a tick due now) waits for
+    /// others to share its statement.
     #[serde(with = "humantime_serde")]
     pub write_linger: Duration,
+    /// Longest a run-log write no send waits for (attempt records; begins of ticks due
+    /// later, written in time for their fire time) waits for others to share its
+    /// statement: bigger batches cost the worker and the database less per row.
+    #[serde(with = "humantime_serde")]
+    pub relaxed_write_linger: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -46,6 +52,7 @@ impl Default for WorkerConfig {
             run_lease_margin: Duration::from_secs(60),
             write_batch: 256,
             write_linger: Duration::from_millis(2),
+            relaxed_write_linger: Duration::from_millis(20),
         }
     }
 }

@@ -71,7 +71,7 @@ impl Worker {
     ) -> Result<Self, cronhook_delivery::Error> {
         let sender = HttpSender::new(sender)?;
         let runs: Arc<dyn RunStore> = if cfg.write_batch > 1 {
-            Arc::new(crate::BatchingRunStore::new(runs, cfg.write_batch, cfg.write_linger))
+            Arc::new(crate::BatchingRunStore::new(runs, cfg.write_batch, cfg.write_linger, cfg.relaxed_write_linger))
         } else {
             runs
         };
