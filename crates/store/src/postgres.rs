@@ -319,7 +319,7 @@ impl PgStore {
                 "UPDATE runs SET lease_until = v.l, lease_owner = v.o \
                  FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS v(t, l, o) \
                  WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
-                 AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.lease_until IS NULL \
+                 AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.parked OR runs.lease_until IS NULL \
                  OR runs.lease_until < $4)",
             )
             .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
@@ -956,7 +956,7 @@ impl RunStore for PgStore {
             }
             let taken = sqlx::query(
                 "UPDATE runs SET lease_until = $2, lease_owner = $3 WHERE id = $1 AND (lease_owner IS NULL \
-                 OR lease_owner = $3 OR lease_until IS NULL OR lease_until < $4)",
+                 OR lease_owner = $3 OR parked OR lease_until IS NULL OR lease_until < $4)",
             )
             .bind(run.id.as_uuid())
             .bind(dt(lease.until))

@@ -921,7 +921,7 @@ async fn begin_runs_in(
         sqlx::query(
             "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE tick_id = ?1 \
              AND status NOT IN ('succeeded', 'failed', 'cancelled') AND (lease_owner IS NULL OR lease_owner = ?3 \
-             OR lease_until IS NULL OR lease_until < ?4)",
+             OR parked OR lease_until IS NULL OR lease_until < ?4)",
         )
         .bind(t.id.to_string())
         .bind(lease.until.as_millis())
@@ -1007,7 +1007,7 @@ impl RunStore for SqliteStore {
             }
             let taken = sqlx::query(
                 "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE id = ?1 AND (lease_owner IS NULL \
-                 OR lease_owner = ?3 OR lease_until IS NULL OR lease_until < ?4)",
+                 OR lease_owner = ?3 OR parked OR lease_until IS NULL OR lease_until < ?4)",
             )
             .bind(run.id.to_string())
             .bind(lease.until.as_millis())

@@ -104,7 +104,8 @@ impl LeaseOwner {
 }
 
 /// Who holds a run, and until when. A run is taken by a delivery when it has no owner, the
-/// owner is the same delivery, or the lease has run out.
+/// owner is the same delivery, it is parked (waiting for the planner to dispatch its next
+/// attempt), or the lease has run out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunLease {
     /// The delivery holding the run.

@@ -647,6 +647,11 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
         1,
         "a lost dispatch is retried"
     );
+    // a late copy of the tick finds the run parked and leaves it; the dispatched copy then
+    // takes it, although the late copy's lease would still run
+    let copy = |at: i64| st.runs.begin_run(&t, RunId::generate(), ms(at), new_lease(ms(1_000_000)));
+    assert!(matches!(copy(6_000).await.unwrap(), BeginRun::Resume(r) if r.parked));
+    assert!(matches!(copy(60_000).await.unwrap(), BeginRun::Resume(_)), "nobody holds a parked run");
     // the next parked attempt is a new dispatch
     st.runs.record_attempt(&park(2, 120_000)).await.unwrap();
     assert_eq!(st.ticks.due_retries(&all, ms(120_000), ms(0), 10).await.unwrap().len(), 1);
