@@ -171,6 +171,79 @@ async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bo
     Ok(res.rows_affected() == 1)
 }
 
+/// Begins the runs of a batch of ticks on `conn` (see [`RunStore::begin_run`]): one insert,
+/// then one take-over of the runs that existed, then one read of who holds them.
+async fn begin_runs_in(
+    conn: &mut sqlx::PgConnection,
+    items: &[(Tick, RunId, RunLease)],
+    now: Timestamp,
+) -> Result<Vec<BeginRun>> {
+    let inserted = sqlx::query(safe(format!(
+        "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
+         created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
+         FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
+         $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
+         ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}, lease_owner"
+    )))
+    .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
+    .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
+    .bind(items.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+    .bind(items.iter().map(|(t, _, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
+    .bind(items.iter().map(|(t, _, _)| dt(t.nominal_time)).collect::<Vec<_>>())
+    .bind(items.iter().map(|(t, _, _)| t.schedule_version).collect::<Vec<_>>())
+    .bind(items.iter().map(|(t, _, _)| t.trigger.as_str()).collect::<Vec<_>>())
+    .bind(dt(now))
+    .bind(items.iter().map(|(t, _, _)| t.shard as i32).collect::<Vec<_>>())
+    .bind(items.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
+    .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found: HashMap<TickId, Begun> = HashMap::new();
+    for r in &inserted {
+        let b = begun_row(r, true)?;
+        found.insert(b.run.tick_id, b);
+    }
+    let others: Vec<&(Tick, RunId, RunLease)> = items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
+    if !others.is_empty() {
+        // Take over what no live delivery holds (one row wins per run), then read back
+        // who holds each.
+        sqlx::query(
+            "UPDATE runs SET lease_until = v.l, lease_owner = v.o \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS v(t, l, o) \
+             WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
+             AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.parked OR runs.lease_until IS NULL \
+             OR runs.lease_until < $4)",
+        )
+        .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+        .bind(others.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
+        .bind(others.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
+        .bind(dt(now))
+        .execute(&mut *conn)
+        .await?;
+        let rows = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ANY($1)")))
+            .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in &rows {
+            let b = begun_row(r, false)?;
+            found.insert(b.run.tick_id, b);
+        }
+    }
+    begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
+}
+
+/// [`begin_runs_in`] for one tick.
+async fn begin_one_in(
+    conn: &mut sqlx::PgConnection,
+    tick: &Tick,
+    run_id: RunId,
+    lease: RunLease,
+    now: Timestamp,
+) -> Result<BeginRun> {
+    let mut out = begin_runs_in(conn, &[(tick.clone(), run_id, lease)], now).await?;
+    out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
+}
+
 /// Applies a final run's consequences to its schedule (auto-pause count, notification).
 /// Applies the consequences of the final runs among `recs` to their schedules (failure
 /// counts and auto-pause, notifications, buffered ticks), in a few statements per batch.
@@ -189,39 +262,26 @@ async fn apply_effects(tx: &mut sqlx::Transaction<'_, Postgres>, recs: &[Attempt
                 .await?;
             }
             EffectStep::One(rec, fx) => {
-                match rec.status {
-                    RunStatus::Failed => {
-                        let n: Option<i32> = sqlx::query_scalar(
-                            "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
-                             WHERE project_id = $1 AND id = $2 RETURNING consecutive_failures",
-                        )
-                        .bind(rec.project_id.as_str())
-                        .bind(fx.schedule_id.as_uuid())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
-                            sqlx::query(
-                                "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, \
-                                 updated_at = now() WHERE project_id = $1 AND id = $2 AND state = 'active'",
-                            )
-                            .bind(rec.project_id.as_str())
-                            .bind(fx.schedule_id.as_uuid())
-                            .bind(auto_pause_reason(fx.auto_pause_after))
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                    }
-                    RunStatus::Succeeded => {
+                if rec.status == RunStatus::Failed {
+                    let n: Option<i32> = sqlx::query_scalar(
+                        "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
+                         WHERE project_id = $1 AND id = $2 RETURNING consecutive_failures",
+                    )
+                    .bind(rec.project_id.as_str())
+                    .bind(fx.schedule_id.as_uuid())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
                         sqlx::query(
-                            "UPDATE schedules SET consecutive_failures = 0 \
-                             WHERE project_id = $1 AND id = $2 AND consecutive_failures <> 0",
+                            "UPDATE schedules SET state = 'paused', state_reason = $3, version = version + 1, \
+                             updated_at = now() WHERE project_id = $1 AND id = $2 AND state = 'active'",
                         )
                         .bind(rec.project_id.as_str())
                         .bind(fx.schedule_id.as_uuid())
+                        .bind(auto_pause_reason(fx.auto_pause_after))
                         .execute(&mut **tx)
                         .await?;
                     }
-                    _ => {}
                 }
                 if let Some(n) = &fx.notification {
                     insert_tick_in(&mut **tx, n).await?;
@@ -282,62 +342,6 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn begin_runs_batch(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Result<Vec<BeginRun>> {
-        let inserted = sqlx::query(safe(format!(
-            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
-             FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
-             $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
-             ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}, lease_owner"
-        )))
-        .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _, _)| dt(t.nominal_time)).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _, _)| t.schedule_version).collect::<Vec<_>>())
-        .bind(items.iter().map(|(t, _, _)| t.trigger.as_str()).collect::<Vec<_>>())
-        .bind(dt(now))
-        .bind(items.iter().map(|(t, _, _)| t.shard as i32).collect::<Vec<_>>())
-        .bind(items.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
-        .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut found: HashMap<TickId, Begun> = HashMap::new();
-        for r in &inserted {
-            let b = begun_row(r, true)?;
-            found.insert(b.run.tick_id, b);
-        }
-        let others: Vec<&(Tick, RunId, RunLease)> =
-            items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
-        if !others.is_empty() {
-            // Take over what no live delivery holds (one row wins per run), then read back
-            // who holds each.
-            sqlx::query(
-                "UPDATE runs SET lease_until = v.l, lease_owner = v.o \
-                 FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS v(t, l, o) \
-                 WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
-                 AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.parked OR runs.lease_until IS NULL \
-                 OR runs.lease_until < $4)",
-            )
-            .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-            .bind(others.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
-            .bind(others.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
-            .bind(dt(now))
-            .execute(&self.pool)
-            .await?;
-            let rows = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ANY($1)")))
-                .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-                .fetch_all(&self.pool)
-                .await?;
-            for r in &rows {
-                let b = begun_row(r, false)?;
-                found.insert(b.run.tick_id, b);
-            }
-        }
-        begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
     }
 
     /// Returns the pool (for tests and admin queries).
@@ -825,8 +829,7 @@ const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.n
 #[async_trait]
 impl RunStore for PgStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
-        let mut out = self.begin_runs_batch(&[(tick.clone(), run_id, lease)], now).await?;
-        out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
+        begin_one_in(&mut *self.pool.acquire().await?, tick, run_id, lease, now).await
     }
 
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
@@ -834,7 +837,11 @@ impl RunStore for PgStore {
     }
 
     async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
-        match self.begin_runs_batch(items, now).await {
+        let begun = match self.pool.acquire().await {
+            Ok(mut conn) => begin_runs_in(&mut conn, items, now).await,
+            Err(e) => Err(e.into()),
+        };
+        match begun {
             Ok(v) => v.into_iter().map(Ok).collect(),
             Err(e) => {
                 let msg = e.to_string();
@@ -944,29 +951,15 @@ impl RunStore for PgStore {
             .bind(tick.schedule_id.to_string())
             .execute(&mut *tx)
             .await?;
-        if let Some(r) = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = $1")))
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE tick_id = $1)")
             .bind(tick.id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?
-        {
-            let run = run_row(&r)?;
-            if run.status.is_final() {
-                tx.commit().await?;
-                return Ok(BeginRun::Done(run));
-            }
-            let taken = sqlx::query(
-                "UPDATE runs SET lease_until = $2, lease_owner = $3 WHERE id = $1 AND (lease_owner IS NULL \
-                 OR lease_owner = $3 OR parked OR lease_until IS NULL OR lease_until < $4)",
-            )
-            .bind(run.id.as_uuid())
-            .bind(dt(lease.until))
-            .bind(lease.owner.as_uuid())
-            .bind(dt(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists {
+            // A copy of a tick that has its run: the run decides (done, resumed or held).
+            let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
             tx.commit().await?;
-            return Ok(if taken == 1 { BeginRun::Resume(run) } else { BeginRun::Held(run) });
+            return Ok(out);
         }
         let busy: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "SELECT id, tick_id FROM runs WHERE schedule_id = $1 AND status IN ('pending', 'running') \
@@ -1030,26 +1023,9 @@ impl RunStore for PgStore {
                 }
             }
         }
-        let r = sqlx::query(safe(format!(
-            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until, lease_owner) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, \
-             $11) RETURNING {RUN_COLS}"
-        )))
-        .bind(tick.project_id.as_str())
-        .bind(run_id.as_uuid())
-        .bind(tick.id.as_uuid())
-        .bind(tick.schedule_id.as_uuid())
-        .bind(dt(tick.nominal_time))
-        .bind(tick.schedule_version)
-        .bind(tick.trigger.as_str())
-        .bind(dt(now))
-        .bind(tick.shard as i32)
-        .bind(dt(lease.until))
-        .bind(lease.owner.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
+        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
         tx.commit().await?;
-        Ok(BeginRun::Started(run_row(&r)?))
+        Ok(out)
     }
 
     async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {

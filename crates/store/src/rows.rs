@@ -291,7 +291,7 @@ pub(crate) const OVERLAP_CANCELLED: &str = "cancelled: a newer tick is due (over
 pub(crate) enum EffectStep<'a> {
     /// Successes: reset these schedules' consecutive-failure counts, in one statement.
     Reset(Vec<(&'a ProjectId, ScheduleId)>),
-    /// Anything else (a failure counts and may pause; a notification is recorded), alone.
+    /// Anything else, alone: a failure counts and may pause; a notification is recorded.
     One(&'a crate::AttemptRecord, &'a crate::RunEffects),
 }
 
@@ -319,9 +319,10 @@ pub(crate) fn plan_effects(recs: &[crate::AttemptRecord]) -> EffectPlan<'_> {
         if seen.insert(fx.schedule_id) {
             ended.push(fx.schedule_id);
         }
-        if r.status == RunStatus::Succeeded && fx.notification.is_none() {
+        if r.status == RunStatus::Succeeded {
             resets.push((&r.project_id, fx.schedule_id));
-        } else {
+        }
+        if r.status != RunStatus::Succeeded || fx.notification.is_some() {
             if !resets.is_empty() {
                 steps.push(EffectStep::Reset(std::mem::take(&mut resets)));
             }

@@ -191,40 +191,27 @@ async fn apply_effects(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[AttemptRe
                 .await?;
             }
             EffectStep::One(rec, fx) => {
-                match rec.status {
-                    RunStatus::Failed => {
-                        let n: Option<i64> = sqlx::query_scalar(
-                            "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
-                             WHERE project_id = ?1 AND id = ?2 RETURNING consecutive_failures",
-                        )
-                        .bind(rec.project_id.as_str())
-                        .bind(fx.schedule_id.to_string())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
-                            sqlx::query(
-                                "UPDATE schedules SET state = 'paused', state_reason = ?3, version = version + 1, \
-                                 updated_at = ?4 WHERE project_id = ?1 AND id = ?2 AND state = 'active'",
-                            )
-                            .bind(rec.project_id.as_str())
-                            .bind(fx.schedule_id.to_string())
-                            .bind(auto_pause_reason(fx.auto_pause_after))
-                            .bind(Timestamp::now().as_millis())
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                    }
-                    RunStatus::Succeeded => {
+                if rec.status == RunStatus::Failed {
+                    let n: Option<i64> = sqlx::query_scalar(
+                        "UPDATE schedules SET consecutive_failures = consecutive_failures + 1 \
+                         WHERE project_id = ?1 AND id = ?2 RETURNING consecutive_failures",
+                    )
+                    .bind(rec.project_id.as_str())
+                    .bind(fx.schedule_id.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if fx.auto_pause_after > 0 && n.is_some_and(|n| n as u32 >= fx.auto_pause_after) {
                         sqlx::query(
-                            "UPDATE schedules SET consecutive_failures = 0 \
-                             WHERE project_id = ?1 AND id = ?2 AND consecutive_failures <> 0",
+                            "UPDATE schedules SET state = 'paused', state_reason = ?3, version = version + 1, \
+                             updated_at = ?4 WHERE project_id = ?1 AND id = ?2 AND state = 'active'",
                         )
                         .bind(rec.project_id.as_str())
                         .bind(fx.schedule_id.to_string())
+                        .bind(auto_pause_reason(fx.auto_pause_after))
+                        .bind(Timestamp::now().as_millis())
                         .execute(&mut **tx)
                         .await?;
                     }
-                    _ => {}
                 }
                 if let Some(n) = &fx.notification {
                     insert_tick_in(&mut **tx, n).await?;
@@ -938,6 +925,18 @@ async fn begin_runs_in(
     begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
 }
 
+/// [`begin_runs_in`] for one tick.
+async fn begin_one_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tick: &Tick,
+    run_id: RunId,
+    lease: RunLease,
+    now: Timestamp,
+) -> Result<BeginRun> {
+    let mut out = begin_runs_in(tx, &[(tick.clone(), run_id, lease)], now).await?;
+    out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
+}
+
 /// A run read with its lease owner (`RUN_COLS, lease_owner`).
 fn begun_row(r: &SqliteRow, created: bool) -> Result<Begun> {
     let owner: Option<String> = r.try_get("lease_owner")?;
@@ -952,9 +951,9 @@ fn begun_row(r: &SqliteRow, created: bool) -> Result<Begun> {
 impl RunStore for SqliteStore {
     async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let mut tx = self.write_tx().await?;
-        let mut out = begin_runs_in(&mut tx, &[(tick.clone(), run_id, lease)], now).await?;
+        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
         tx.commit().await?;
-        out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
+        Ok(out)
     }
 
     /// One write transaction for the whole batch: SQLite has one writer, so a transaction
@@ -995,29 +994,15 @@ impl RunStore for SqliteStore {
     ) -> Result<BeginRun> {
         // The write transaction serialises every writer: one decision at a time.
         let mut tx = self.write_tx().await?;
-        if let Some(r) = sqlx::query(safe(format!("SELECT {RUN_COLS} FROM runs WHERE tick_id = ?1")))
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE tick_id = ?1)")
             .bind(tick.id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-        {
-            let run = run_row(&r)?;
-            if run.status.is_final() {
-                tx.commit().await?;
-                return Ok(BeginRun::Done(run));
-            }
-            let taken = sqlx::query(
-                "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE id = ?1 AND (lease_owner IS NULL \
-                 OR lease_owner = ?3 OR parked OR lease_until IS NULL OR lease_until < ?4)",
-            )
-            .bind(run.id.to_string())
-            .bind(lease.until.as_millis())
-            .bind(id_text(lease.owner.as_uuid()))
-            .bind(now.as_millis())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists {
+            // A copy of a tick that has its run: the run decides (done, resumed or held).
+            let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
             tx.commit().await?;
-            return Ok(if taken == 1 { BeginRun::Resume(run) } else { BeginRun::Held(run) });
+            return Ok(out);
         }
         let busy: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, tick_id FROM runs WHERE schedule_id = ?1 AND status IN ('pending', 'running') \
@@ -1082,26 +1067,9 @@ impl RunStore for SqliteStore {
                 }
             }
         }
-        let r = sqlx::query(safe(format!(
-            "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until, lease_owner) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, \
-             $11) RETURNING {RUN_COLS}"
-        )))
-        .bind(tick.project_id.as_str())
-        .bind(run_id.to_string())
-        .bind(tick.id.to_string())
-        .bind(tick.schedule_id.to_string())
-        .bind(tick.nominal_time.as_millis())
-        .bind(tick.schedule_version)
-        .bind(tick.trigger.as_str())
-        .bind(now.as_millis())
-        .bind(i64::from(tick.shard))
-        .bind(lease.until.as_millis())
-        .bind(id_text(lease.owner.as_uuid()))
-        .fetch_one(&mut *tx)
-        .await?;
+        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
         tx.commit().await?;
-        Ok(BeginRun::Started(run_row(&r)?))
+        Ok(out)
     }
 
     async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {
