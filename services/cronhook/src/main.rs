@@ -14,6 +14,12 @@ mod output;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a delivery allocates and frees many small buffers
+/// across threads (ticks, requests, run-log rows); under load glibc's `malloc`/`free` and
+/// `malloc_consolidate` took about a quarter of a worker's CPU (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
