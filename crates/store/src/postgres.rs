@@ -145,6 +145,20 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
+/// Retention deletes of a batch of runs and of ticks. They find old rows through the
+/// ledger's `(project_id, nominal_time)` indexes, one range per project: no index on
+/// `finished_at` or `updated_at`, which every run end and tick end would have to update
+/// (migration 0012). A row is old once both its nominal time and its end are past the
+/// cutoff.
+const PURGE_RUNS: &str = "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
+     WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 AND finished_at < $1 LIMIT $2) \
+     RETURNING id";
+/// See [`PURGE_RUNS`]; a tick goes only once its run is gone.
+const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
+     WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 \
+     AND state NOT IN ('planned', 'published') AND updated_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)";
+
 async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
@@ -529,22 +543,16 @@ impl TickStore for PgStore {
     }
 
     async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
-        // attempts go with their runs (ON DELETE CASCADE); ticks only once their run is gone
-        let runs = sqlx::query("DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < $1 LIMIT $2)")
-            .bind(dt(cutoff))
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        let ticks = sqlx::query(
-            "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE state NOT IN ('planned', 'published') \
-             AND updated_at < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)",
-        )
-        .bind(dt(cutoff))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        // attempts go with their runs (no foreign key: migration 0011); ticks only once
+        // their run is gone
+        let mut tx = self.pool.begin().await?;
+        let runs: Vec<Uuid> =
+            sqlx::query_scalar(PURGE_RUNS).bind(dt(cutoff)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        sqlx::query("DELETE FROM attempts WHERE run_id = ANY($1)").bind(&runs).execute(&mut *tx).await?;
+        tx.commit().await?;
+        let runs = runs.len() as u64;
+        let ticks =
+            sqlx::query(PURGE_TICKS).bind(dt(cutoff)).bind(i64::from(limit)).execute(&self.pool).await?.rows_affected();
         Ok(runs + ticks)
     }
 
@@ -872,6 +880,7 @@ impl RunStore for PgStore {
                  $9::bigint[], $10::text[], $11::int[], $12::text[], $13::bytea[], $14::bool[], $15::text[], $16::text[], \
                  $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[]) \
                  AS v(p, r, n, s, d, m, u, rh, bs, sha, st, sh, b, tr, ec, em, l, dn, cn, tf) \
+                 WHERE EXISTS (SELECT 1 FROM runs WHERE runs.id = v.r) \
                  ON CONFLICT (run_id, number) DO NOTHING",
             )
             .bind(recs.iter().map(|r| r.project_id.to_string()).collect::<Vec<_>>())

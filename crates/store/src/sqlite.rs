@@ -493,15 +493,20 @@ impl TickStore for SqliteStore {
 
     async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        let runs = sqlx::query("DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at < ?1 LIMIT ?2)")
-            .bind(cutoff.as_millis())
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        // through the ledger's (project_id, nominal_time) indexes, as on Postgres
+        let runs = sqlx::query(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE project_id IN (SELECT id FROM projects) \
+             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2)",
+        )
+        .bind(cutoff.as_millis())
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let ticks = sqlx::query(
-            "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE state NOT IN ('planned', 'published') \
-             AND updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT ?2)",
+            "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE project_id IN (SELECT id FROM projects) \
+             AND nominal_time < ?1 AND state NOT IN ('planned', 'published') AND updated_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT ?2)",
         )
         .bind(cutoff.as_millis())
         .bind(i64::from(limit))
@@ -800,7 +805,8 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO attempts (project_id, run_id, number, started_at, duration_ms, method, url, request_headers, \
              request_body_size, request_body_sha256, response_status, response_headers, response_body, \
-             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) ",
+             response_body_truncated, error_code, error_message, lateness_ms, dns_ms, connect_ms, ttfb_ms) \
+             SELECT * FROM (",
         );
         qb.push_values(chunk.iter().zip(&headers), |mut b, (r, (h_in, h_out))| {
             let a = &r.attempt;
@@ -825,7 +831,8 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
                 .push_bind(a.timing.connect_ms)
                 .push_bind(a.timing.ttfb_ms);
         });
-        qb.push(" ON CONFLICT (run_id, number) DO NOTHING");
+        // only while the run exists, as on Postgres (which has no foreign key to fail on)
+        qb.push(") AS v WHERE EXISTS (SELECT 1 FROM runs WHERE runs.id = v.column2) ON CONFLICT (run_id, number) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
 
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(

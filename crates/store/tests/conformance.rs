@@ -956,6 +956,19 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
     assert!(matches!(st.runs.get_run(&project(), run.id).await, Err(Error::NotFound(_))));
     let left = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
     assert_eq!(left.iter().map(|t| t.state).collect::<Vec<_>>(), [TickState::Planned], "open ticks are kept");
+
+    // The purged run's attempt went with it: a new run under the same id has none. An
+    // attempt recorded for a run that does not exist is not stored either.
+    let t4 = tick_of(&s, ms(4_000));
+    let lease = new_lease(ms(1_000_000));
+    assert!(matches!(st.runs.begin_run(&t4, run.id, ms(4_001), lease).await.unwrap(), BeginRun::Started(_)));
+    assert!(st.runs.get_run(&project(), run.id).await.unwrap().1.is_empty(), "no attempt outlives its run");
+    let ghost = RunId::generate();
+    let orphan = AttemptRecord { attempt: attempt(ghost, 1, Some(200)), ..done };
+    st.runs.record_attempt(&orphan).await.unwrap();
+    let t5 = tick_of(&s, ms(5_000));
+    assert!(matches!(st.runs.begin_run(&t5, ghost, ms(5_001), lease).await.unwrap(), BeginRun::Started(_)));
+    assert!(st.runs.get_run(&project(), ghost).await.unwrap().1.is_empty(), "no attempt without its run");
 }
 
 async fn overlap_policies_are_race_free(st: Stores) {
