@@ -117,8 +117,7 @@ impl HttpSender {
         })
     }
 
-    fn host_slots(&self, url: &str) -> Option<Arc<tokio::sync::Semaphore>> {
-        let u = url::Url::parse(url).ok()?;
+    fn host_slots(&self, u: &url::Url) -> Option<Arc<tokio::sync::Semaphore>> {
         let key = format!("{}://{}:{}", u.scheme(), u.host_str()?, u.port_or_known_default()?);
         let mut hosts = self.hosts.lock().ok()?;
         if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.contains_key(&key) {
@@ -186,9 +185,9 @@ impl HttpSender {
             attempt.error_message = Some(msg.clone());
             SendResult { attempt, verdict: Verdict::Fail { reason: msg } }
         };
-        if let Some(why) =
-            url::Url::parse(&t.url).ok().and_then(|u| u.host_str().and_then(|h| self.cfg.ssrf.refuse_host(h)))
-        {
+        // parsed once: for the guard, the per-host slots and the request itself
+        let url = url::Url::parse(&t.url).ok();
+        if let Some(why) = url.as_ref().and_then(|u| u.host_str().and_then(|h| self.cfg.ssrf.refuse_host(h))) {
             return fail(attempt, "blocked_address", Blocked(why).to_string());
         }
         let (headers, keys) = match self.open_secrets(tick, started_at) {
@@ -197,7 +196,12 @@ impl HttpSender {
         };
 
         let mut recorded = Vec::with_capacity(headers.len() + 4);
-        let mut req = client.request(method, &t.url).timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
+        let builder = match &url {
+            Some(u) => client.request(method, u.clone()),
+            // reqwest reports the unparsable URL as the attempt's error
+            None => client.request(method, &t.url),
+        };
+        let mut req = builder.timeout(Duration::from_millis(t.timeout_ms.max(1) as u64));
         for (h, (name, value)) in t.headers.iter().zip(&headers) {
             req = req.header(name, value);
             let secret = h.secret || ALWAYS_SECRET.contains(&name.to_ascii_lowercase().as_str());
@@ -228,7 +232,7 @@ impl HttpSender {
         }
 
         // One slow host must not take every connection: at most per_host_limit at once.
-        let slots = self.host_slots(&t.url);
+        let slots = url.as_ref().and_then(|u| self.host_slots(u));
         let _permit = match &slots {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
@@ -237,7 +241,7 @@ impl HttpSender {
         let (sent, phases) = crate::timing::measured(req.send()).await;
         let ttfb_ms = sent.is_ok().then(|| clock.elapsed().as_millis() as i64);
         let result = match sent {
-            Ok(resp) => self.read_response(resp, &mut attempt).await,
+            Ok(resp) => self.read_response(resp, attempt).await,
             Err(e) => {
                 let (code, msg) = describe(&e);
                 attempt.error_code = Some(code.into());
@@ -247,7 +251,7 @@ impl HttpSender {
                 } else {
                     Verdict::Retry { retry_after_ms: None }
                 };
-                SendResult { attempt: attempt.clone(), verdict }
+                SendResult { attempt, verdict }
             }
         };
         let mut result = result;
@@ -256,7 +260,7 @@ impl HttpSender {
         result
     }
 
-    async fn read_response(&self, mut resp: reqwest::Response, attempt: &mut Attempt) -> SendResult {
+    async fn read_response(&self, mut resp: reqwest::Response, mut attempt: Attempt) -> SendResult {
         let status = resp.status().as_u16();
         attempt.response_status = Some(status);
         attempt.response_headers = resp
@@ -312,7 +316,7 @@ impl HttpSender {
                 attempt.error_message = Some(r);
             }
         }
-        SendResult { attempt: attempt.clone(), verdict }
+        SendResult { attempt, verdict }
     }
 }
 

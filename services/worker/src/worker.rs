@@ -2,7 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronhook_core::{
-    Header, HttpMethod, HttpTarget, OverlapPolicy, RetryPolicy, RunId, RunStatus, Tick, TickId, Timestamp, TriggerKind,
+    Attempt, Header, HttpMethod, HttpTarget, OverlapPolicy, RetryPolicy, RunId, RunStatus, Tick, TickId, Timestamp,
+    TriggerKind,
 };
 use cronhook_delivery::seal::SealKey;
 use cronhook_delivery::ssrf::SsrfPolicy;
@@ -141,13 +142,13 @@ impl Worker {
     }
 
     async fn handle(&self, d: Delivery, waits: &CancellationToken, stopped: &Stopped) {
-        let tick = d.tick.clone();
         let owner = LeaseOwner::generate();
-        match self.deliver(&tick, owner, waits).await {
+        match self.deliver(&d.tick, owner, waits).await {
             Stop::Done => d.ack(),
             Stop::Abandon => {
-                stopped.lock().unwrap_or_else(|e| e.into_inner()).push((tick.id, owner));
-                tracing::debug!(tick_id = %tick.id, "tick left for redelivery");
+                let id = d.tick.id;
+                stopped.lock().unwrap_or_else(|e| e.into_inner()).push((id, owner));
+                tracing::debug!(tick_id = %id, "tick left for redelivery");
             }
         }
     }
@@ -222,28 +223,30 @@ impl Worker {
             let (status, next_at) = self.decide(tick, &sent, number, first);
             let now = Timestamp::now();
             let park = next_at.is_some_and(|at| at.millis_since(now) > self.max_wait_ms());
+            let effects = effects(tick, run.id, status, &sent, now);
+            let SendResult { attempt, verdict } = sent;
             let rec = AttemptRecord {
                 project_id: tick.project_id.clone(),
                 tick_id: tick.id,
-                attempt: sent.attempt.clone(),
+                attempt,
                 status,
                 next_attempt_at: next_at,
                 finished_at: status.is_final().then_some(now),
                 park,
                 lease_until: next_at.filter(|_| !park).map(|at| self.lease_from(tick, at)),
-                effects: effects(tick, run.id, status, &sent, now),
+                effects,
             };
             if self.store_retry("record attempt", waits, || self.runs.record_attempt(&rec)).await.is_none() {
                 return Stop::Abandon;
             }
-            log_attempt(tick, &sent, status);
-            if let Verdict::FailAndPause { reason } = &sent.verdict {
+            log_attempt(tick, &rec.attempt, status);
+            if let Verdict::FailAndPause { reason } = &verdict {
                 let pause = || self.runs.pause_schedule(&tick.project_id, tick.schedule_id, reason);
                 if self.store_retry("pause schedule", waits, pause).await.is_some() {
                     tracing::warn!(schedule_id = %tick.schedule_id, "{reason}");
                 }
             }
-            self.observe(&sent, status, number);
+            self.observe(&rec.attempt, &verdict, status, number);
             if status.is_final() || park {
                 return Stop::Done; // final, or parked: durable either way
             }
@@ -261,12 +264,12 @@ impl Worker {
         }
     }
 
-    fn observe(&self, sent: &SendResult, status: RunStatus, number: u32) {
+    fn observe(&self, attempt: &Attempt, verdict: &Verdict, status: RunStatus, number: u32) {
         let m = &self.metrics;
         if number == 1 {
-            m.fire_lateness.observe_ms(sent.attempt.lateness_ms);
+            m.fire_lateness.observe_ms(attempt.lateness_ms);
         }
-        match sent.verdict {
+        match verdict {
             Verdict::Success => m.attempts_ok.inc(),
             _ => m.attempts_failed.inc(),
         }
@@ -331,8 +334,7 @@ impl Worker {
     }
 }
 
-fn log_attempt(tick: &Tick, sent: &SendResult, status: RunStatus) {
-    let a = &sent.attempt;
+fn log_attempt(tick: &Tick, a: &Attempt, status: RunStatus) {
     match status {
         RunStatus::Succeeded => tracing::debug!(
             tick_id = %tick.id, schedule_id = %tick.schedule_id, attempt = a.number,
