@@ -109,10 +109,10 @@ fn run_row(r: &PgRow) -> Result<Run> {
     .into_domain()
 }
 
-/// A run read with its lease owner (`RUN_COLS, lease_owner`).
-fn begun_row(r: &PgRow, created: bool) -> Result<Begun> {
+/// An existing run read with its lease owner (`RUN_COLS, lease_owner`).
+fn begun_row(r: &PgRow) -> Result<Begun> {
     let owner: Option<Uuid> = r.try_get("lease_owner")?;
-    Ok(Begun { run: run_row(r)?, owner: owner.map(LeaseOwner::from_uuid), created })
+    Ok(Begun { run: run_row(r)?, owner: owner.map(LeaseOwner::from_uuid), created: false })
 }
 
 fn attempt_row(r: &PgRow) -> Result<Attempt> {
@@ -192,13 +192,13 @@ async fn begin_runs_in(
     items: &[(Tick, RunId, RunLease)],
     now: Timestamp,
 ) -> Result<Vec<BeginRun>> {
-    let inserted = sqlx::query(safe(format!(
+    let inserted = sqlx::query(
         "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
          created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
          FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
          $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
-         ON CONFLICT (tick_id) DO NOTHING RETURNING {RUN_COLS}, lease_owner"
-    )))
+         ON CONFLICT (tick_id) DO NOTHING RETURNING tick_id, id",
+    )
     .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
     .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
     .bind(items.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
@@ -212,10 +212,12 @@ async fn begin_runs_in(
     .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
+    // (tick, run) pairs: of two copies of one tick in the batch, the one whose run was inserted
+    let created: HashSet<(Uuid, Uuid)> =
+        inserted.iter().map(|r| Ok((r.try_get("tick_id")?, r.try_get("id")?))).collect::<sqlx::Result<_>>()?;
     let mut found: HashMap<TickId, Begun> = HashMap::new();
-    for r in &inserted {
-        let b = begun_row(r, true)?;
-        found.insert(b.run.tick_id, b);
+    for (t, id, lease) in items.iter().filter(|(t, id, _)| created.contains(&(*t.id.as_uuid(), *id.as_uuid()))) {
+        found.insert(t.id, Begun::inserted(t, *id, now, *lease));
     }
     let others: Vec<&(Tick, RunId, RunLease)> = items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
     if !others.is_empty() {
@@ -239,7 +241,7 @@ async fn begin_runs_in(
             .fetch_all(&mut *conn)
             .await?;
         for r in &rows {
-            let b = begun_row(r, false)?;
+            let b = begun_row(r)?;
             found.insert(b.run.tick_id, b);
         }
     }

@@ -364,6 +364,38 @@ pub(crate) struct Begun {
     pub created: bool,
 }
 
+impl Begun {
+    /// The run a begin's insert just created, as the row holds it: built from what was
+    /// inserted, so the insert returns only which ticks it created rather than every
+    /// column of every row.
+    pub fn inserted(
+        tick: &cronhook_core::Tick,
+        id: cronhook_core::RunId,
+        now: Timestamp,
+        lease: crate::RunLease,
+    ) -> Self {
+        let run = Run {
+            id,
+            project_id: tick.project_id.clone(),
+            schedule_id: tick.schedule_id,
+            tick_id: tick.id,
+            nominal_time: tick.nominal_time,
+            schedule_version: tick.schedule_version,
+            trigger: tick.trigger,
+            status: RunStatus::Pending,
+            attempt_count: 0,
+            http_status: None,
+            last_error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            next_attempt_at: None,
+            parked: false,
+        };
+        Self { run, owner: Some(lease.owner), created: true }
+    }
+}
+
 /// What each begin of a batch found, in input order. The first begin whose owner created
 /// the run started it; a begin whose owner holds the run resumes it (a retried write, or a
 /// run taken over); a final run is done; any other copy finds it held.

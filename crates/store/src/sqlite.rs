@@ -3,7 +3,7 @@
 //! deferred transaction that later upgrades to a write lock fails with SQLITE_BUSY instead
 //! of waiting for the busy timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -899,12 +899,12 @@ async fn begin_runs_in(
                 .push_bind(lease.until.as_millis())
                 .push_bind(id_text(lease.owner.as_uuid()));
         });
-        qb.push(" ON CONFLICT (tick_id) DO NOTHING RETURNING ");
-        qb.push(RUN_COLS);
-        qb.push(", lease_owner");
-        for r in qb.build().fetch_all(&mut **tx).await? {
-            let b = begun_row(&r, true)?;
-            found.insert(b.run.tick_id, b);
+        qb.push(" ON CONFLICT (tick_id) DO NOTHING RETURNING id");
+        // the inserted runs' ids: of two copies of one tick in the batch, the one inserted
+        let created: HashSet<String> =
+            qb.build().fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
+        for (t, id, lease) in chunk.iter().filter(|(_, id, _)| created.contains(&id.to_string())) {
+            found.insert(t.id, Begun::inserted(t, *id, now, *lease));
         }
     }
     for (t, _, lease) in items {
@@ -927,7 +927,7 @@ async fn begin_runs_in(
             .bind(t.id.to_string())
             .fetch_one(&mut **tx)
             .await?;
-        found.insert(t.id, begun_row(&r, false)?);
+        found.insert(t.id, begun_row(&r)?);
     }
     begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
 }
@@ -944,14 +944,14 @@ async fn begin_one_in(
     out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
 }
 
-/// A run read with its lease owner (`RUN_COLS, lease_owner`).
-fn begun_row(r: &SqliteRow, created: bool) -> Result<Begun> {
+/// An existing run read with its lease owner (`RUN_COLS, lease_owner`).
+fn begun_row(r: &SqliteRow) -> Result<Begun> {
     let owner: Option<String> = r.try_get("lease_owner")?;
     let owner = match owner {
         Some(o) => Some(LeaseOwner::from_uuid(Uuid::try_parse(&o).map_err(|_| corrupt("runs.lease_owner", &o))?)),
         None => None,
     };
-    Ok(Begun { run: run_row(r)?, owner, created })
+    Ok(Begun { run: run_row(r)?, owner, created: false })
 }
 
 #[async_trait]

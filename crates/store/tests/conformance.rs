@@ -456,6 +456,8 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         panic!("first begin_run must start")
     };
     assert_eq!((run.status, run.attempt_count, run.tick_id), (RunStatus::Pending, 0, t.id));
+    // the begin returns the run exactly as stored
+    assert_eq!(st.runs.get_run(&project(), run.id).await.unwrap().0, run);
 
     // attempt 1 fails and a retry is due; the worker crashes; the tick comes back
     st.runs
