@@ -144,7 +144,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
 /// Retention deletes of a batch of runs and of ticks. They find old rows through the
 /// ledger's `(project_id, nominal_time)` indexes, one range per project: no index on
 /// `finished_at` or `updated_at`, which every run end and tick end would have to update
@@ -159,6 +158,7 @@ const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
      AND state NOT IN ('planned', 'published') AND updated_at < $1 \
      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)";
 
+/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
 async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),

@@ -366,8 +366,8 @@ pub(crate) struct Begun {
 
 impl Begun {
     /// The run a begin's insert just created, as the row holds it: built from what was
-    /// inserted, so the insert returns only which ticks it created rather than every
-    /// column of every row.
+    /// inserted, so the insert returns only the ids of the runs it created rather than
+    /// every column of every row.
     pub fn inserted(
         tick: &cronhook_core::Tick,
         id: cronhook_core::RunId,
