@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, begin_results, corrupt, last_error, overlap_reason_running, plan_effects, safe, stale_etag,
-    statement_chunks, tick_state_for, to_json,
+    auto_pause_reason, begin_results, corrupt, inserted_begins, last_error, overlap_reason_running, plan_effects, safe,
+    stale_etag, statement_chunks, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
@@ -197,7 +197,7 @@ async fn begin_runs_in(
          created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
          FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
          $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
-         ON CONFLICT (tick_id) DO NOTHING RETURNING tick_id, id",
+         ON CONFLICT (tick_id) DO NOTHING RETURNING id",
     )
     .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
     .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
@@ -212,13 +212,8 @@ async fn begin_runs_in(
     .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
-    // (tick, run) pairs: of two copies of one tick in the batch, the one whose run was inserted
-    let created: HashSet<(Uuid, Uuid)> =
-        inserted.iter().map(|r| Ok((r.try_get("tick_id")?, r.try_get("id")?))).collect::<sqlx::Result<_>>()?;
-    let mut found: HashMap<TickId, Begun> = HashMap::new();
-    for (t, id, lease) in items.iter().filter(|(t, id, _)| created.contains(&(*t.id.as_uuid(), *id.as_uuid()))) {
-        found.insert(t.id, Begun::inserted(t, *id, now, *lease));
-    }
+    let created: HashSet<Uuid> = inserted.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
+    let mut found: HashMap<TickId, Begun> = inserted_begins(items, |id| created.contains(id.as_uuid()), now).collect();
     let others: Vec<&(Tick, RunId, RunLease)> = items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
     if !others.is_empty() {
         // Take over what no live delivery holds (one row wins per run), then read back

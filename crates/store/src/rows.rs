@@ -368,12 +368,7 @@ impl Begun {
     /// The run a begin's insert just created, as the row holds it: built from what was
     /// inserted, so the insert returns only the ids of the runs it created rather than
     /// every column of every row.
-    pub fn inserted(
-        tick: &cronhook_core::Tick,
-        id: cronhook_core::RunId,
-        now: Timestamp,
-        lease: crate::RunLease,
-    ) -> Self {
+    fn inserted(tick: &cronhook_core::Tick, id: cronhook_core::RunId, now: Timestamp, lease: crate::RunLease) -> Self {
         let run = Run {
             id,
             project_id: tick.project_id.clone(),
@@ -394,6 +389,20 @@ impl Begun {
         };
         Self { run, owner: Some(lease.owner), created: true }
     }
+}
+
+/// The begins of a batch whose runs its insert created (`created`: whether a run id is
+/// among those the insert returned), keyed by tick. Of two copies of one tick in a batch,
+/// only the one whose run was inserted is there.
+pub(crate) fn inserted_begins(
+    items: &[(cronhook_core::Tick, cronhook_core::RunId, crate::RunLease)],
+    created: impl Fn(&cronhook_core::RunId) -> bool,
+    now: Timestamp,
+) -> impl Iterator<Item = (TickId, Begun)> {
+    items
+        .iter()
+        .filter(move |(_, id, _)| created(id))
+        .map(move |(t, id, lease)| (t.id, Begun::inserted(t, *id, now, *lease)))
 }
 
 /// What each begin of a batch found, in input order. The first begin whose owner created

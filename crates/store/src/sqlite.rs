@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, begin_results, corrupt, i64_opt, last_error, overlap_reason_running, plan_effects, safe,
-    stale_etag, statement_chunks, tick_state_for, to_json,
+    auto_pause_reason, begin_results, corrupt, i64_opt, inserted_begins, last_error, overlap_reason_running,
+    plan_effects, safe, stale_etag, statement_chunks, tick_state_for, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunLease,
@@ -900,12 +900,9 @@ async fn begin_runs_in(
                 .push_bind(id_text(lease.owner.as_uuid()));
         });
         qb.push(" ON CONFLICT (tick_id) DO NOTHING RETURNING id");
-        // the inserted runs' ids: of two copies of one tick in the batch, the one inserted
         let created: HashSet<String> =
             qb.build().fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
-        for (t, id, lease) in chunk.iter().filter(|(_, id, _)| created.contains(&id.to_string())) {
-            found.insert(t.id, Begun::inserted(t, *id, now, *lease));
-        }
+        found.extend(inserted_begins(chunk, |id| created.contains(&id.to_string()), now));
     }
     for (t, _, lease) in items {
         if found.contains_key(&t.id) {
