@@ -112,10 +112,20 @@ pub trait TickStore: Send + Sync + 'static {
 
     /// Returns up to `limit` ticks of `shards` in state `published` since before `before`
     /// with no run row: candidates for republication (reconciliation).
+    ///
+    /// A published tick stays `published` once its run exists (its outcome is its run's),
+    /// so each shard keeps a cursor: every tick of the shard published before it has a
+    /// run. A call reads from the cursor only, and when it returned fewer than `limit`
+    /// ticks it moves each shard's cursor up to the oldest tick it returned of that shard,
+    /// or else to `before` (at most the store's present). Each tick is thus read about
+    /// once after its grace period, whatever the size of the ledger; a tick it returned is
+    /// read again until it is republished (which moves its publication time up) or has a run.
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>>;
 
     /// Returns up to `limit` ticks of `shards` that are not final and whose run is absent or
     /// not final: everything a fresh in-memory queue must receive again after a restart.
+    /// Those without a run are the outbox and what was published since each shard's
+    /// reconciliation cursor ([`TickStore::ticks_without_run`]).
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>>;
 
     /// Marks ticks as published at `at` (only those still `planned`; a later state wins).

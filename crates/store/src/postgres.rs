@@ -1,6 +1,6 @@
 //! Postgres implementation (distributed mode). Instants are `TIMESTAMPTZ`, JSON is `JSONB`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +14,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, begin_results, corrupt, first_copies, inserted_begins, last_error, overlap_reason_running,
-    plan_effects, safe, stale_etag, statement_chunks, tick_state_for, to_json,
+    AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
+    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, first_copies,
+    inserted_begins, last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
@@ -452,26 +452,30 @@ impl ScheduleStore for PgStore {
 
     async fn delete_schedule(&self, project: &ProjectId, id: ScheduleId, expected_version: Option<i64>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let deleted: Option<i64> = sqlx::query_scalar(
+        let deleted: Option<i32> = sqlx::query_scalar(
             "DELETE FROM schedules WHERE project_id = $1 AND id = $2 AND ($3::bigint IS NULL OR version = $3) \
-             RETURNING version",
+             RETURNING shard",
         )
         .bind(project.as_str())
         .bind(id.as_uuid())
         .bind(expected_version)
         .fetch_optional(&mut *tx)
         .await?;
-        if deleted.is_none() {
+        let Some(shard) = deleted else {
             drop(tx);
             let current = self.get_schedule(project, id).await?;
             return Err(stale_etag(id, current.version, expected_version.unwrap_or_default()));
-        }
+        };
+        // Its ticks that no worker has: in the outbox, or published since the shard's
+        // reconciliation cursor (every tick published before it has a run).
         sqlx::query(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = now() \
-             WHERE schedule_id = $1 AND state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
+             WHERE schedule_id = $1 AND shard = $2 AND (state = 'planned' OR (state = 'published' \
+             AND published_at >= COALESCE((SELECT published_before FROM reconcile_cursors WHERE shard = $2), \
+             '-infinity'))) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
         )
         .bind(id.as_uuid())
+        .bind(shard)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -494,28 +498,29 @@ impl TickStore for PgStore {
     }
 
     async fn list_ticks(&self, project: &ProjectId, f: &TickFilter) -> Result<Vec<cronhook_core::LedgerEntry>> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT id, schedule_id, nominal_time, fire_time, state, reason, trigger, created_at, updated_at \
-             FROM ticks WHERE project_id = ",
-        );
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT t.id, t.schedule_id, t.nominal_time, t.fire_time, {LEDGER_STATE} AS state, t.reason, t.trigger, \
+             t.created_at, {LEDGER_UPDATED_AT} AS updated_at \
+             FROM ticks t {LEDGER_RUN} WHERE t.project_id = "
+        ));
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
-            qb.push(" AND schedule_id = ").push_bind(*s.as_uuid());
+            qb.push(" AND t.schedule_id = ").push_bind(*s.as_uuid());
         }
         if !f.states.is_empty() {
             let st: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
-            qb.push(" AND state = ANY(").push_bind(st).push(")");
+            qb.push(format_args!(" AND {LEDGER_STATE} = ANY(")).push_bind(st).push(")");
         }
         if let Some(t) = f.from {
-            qb.push(" AND nominal_time >= ").push_bind(dt(t));
+            qb.push(" AND t.nominal_time >= ").push_bind(dt(t));
         }
         if let Some(t) = f.to {
-            qb.push(" AND nominal_time < ").push_bind(dt(t));
+            qb.push(" AND t.nominal_time < ").push_bind(dt(t));
         }
         if let Some((t, id)) = f.before {
-            qb.push(" AND (nominal_time, id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
+            qb.push(" AND (t.nominal_time, t.id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
         }
-        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.push(" ORDER BY t.nominal_time DESC, t.id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
@@ -542,8 +547,14 @@ impl TickStore for PgStore {
         let runs: Vec<Uuid> =
             sqlx::query_scalar(PURGE_RUNS).bind(dt(cutoff)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
         sqlx::query("DELETE FROM attempts WHERE run_id = ANY($1)").bind(&runs).execute(&mut *tx).await?;
+        // A tick whose outcome was its run's (LEDGER_STATE) goes with it.
+        let with_runs = sqlx::query("DELETE FROM ticks WHERE id = ANY($1) AND state IN ('planned', 'published')")
+            .bind(&runs)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        let runs = runs.len() as u64;
+        let runs = runs.len() as u64 + with_runs;
         let ticks =
             sqlx::query(PURGE_TICKS).bind(dt(cutoff)).bind(i64::from(limit)).execute(&self.pool).await?.rows_affected();
         Ok(runs + ticks)
@@ -703,7 +714,8 @@ impl TickStore for PgStore {
     async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard = ANY($1) AND t.state = 'planned' AND t.fire_time <= $2 ORDER BY t.fire_time LIMIT $3"
+             WHERE t.shard = ANY($1) AND t.state = 'planned' AND t.fire_time <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
         .bind(shard_list(shards))
         .bind(dt(until))
@@ -714,25 +726,62 @@ impl TickStore for PgStore {
     }
 
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
+        // From each shard's cursor on: every tick published before it has a run.
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard = ANY($1) AND t.state = 'published' AND t.published_at < $2 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
+            "SELECT {TICK_COLS}, t.published_at FROM UNNEST($1::int[]) AS c(shard) \
+             LEFT JOIN reconcile_cursors rc ON rc.shard = c.shard \
+             JOIN ticks t ON t.shard = c.shard AND t.state = 'published' \
+             AND t.published_at >= COALESCE(rc.published_before, '-infinity') AND t.published_at < $2 \
+             JOIN schedules s ON s.id = t.schedule_id \
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
         .bind(shard_list(shards))
         .bind(dt(before))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(tick_row).collect()
+        let ticks: Vec<Tick> = rows.iter().map(tick_row).collect::<Result<_>>()?;
+        if ticks.len() < limit as usize {
+            // Every run-less tick in range was read: each shard's cursor moves to its oldest
+            // one (still to be republished), or to `before` (never past the present).
+            let mut first: BTreeMap<u32, DateTime<Utc>> = BTreeMap::new();
+            for (t, r) in ticks.iter().zip(&rows) {
+                let at: DateTime<Utc> = r.try_get("published_at")?;
+                first.entry(t.shard).and_modify(|f| *f = (*f).min(at)).or_insert(at);
+            }
+            sqlx::query(
+                "INSERT INTO reconcile_cursors (shard, published_before) \
+                 SELECT c.shard, LEAST(COALESCE(f.at, $2), now()) FROM UNNEST($1::int[]) AS c(shard) \
+                 LEFT JOIN UNNEST($3::int[], $4::timestamptz[]) AS f(shard, at) ON f.shard = c.shard \
+                 ON CONFLICT (shard) DO UPDATE \
+                 SET published_before = GREATEST(reconcile_cursors.published_before, EXCLUDED.published_before)",
+            )
+            .bind(shard_list(shards))
+            .bind(dt(before))
+            .bind(first.keys().map(|s| *s as i32).collect::<Vec<_>>())
+            .bind(first.values().copied().collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(ticks)
     }
 
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
+        // The outbox, what was published since each shard's reconciliation cursor, and the
+        // ticks of unfinished runs (a published tick stays `published` once delivered).
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard = ANY($1) AND t.state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id \
-                             AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+            "WITH ids AS ( \
+               SELECT t.id FROM ticks t WHERE t.shard = ANY($1) AND t.state = 'planned' \
+               UNION SELECT t.id FROM UNNEST($1::int[]) AS c(shard) \
+                 LEFT JOIN reconcile_cursors rc ON rc.shard = c.shard \
+                 JOIN ticks t ON t.shard = c.shard AND t.state = 'published' \
+                 AND t.published_at >= COALESCE(rc.published_before, '-infinity') \
+               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
+                 AND NOT r.parked \
+               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \
+             SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE t.state IN ('planned', 'published') \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
              ORDER BY t.fire_time, t.id LIMIT $2"
         )))
         .bind(shard_list(shards))
@@ -919,21 +968,7 @@ impl RunStore for PgStore {
             .bind(recs.iter().map(|r| r.lease_until.map(dt)).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            let mut finals: Vec<(Uuid, &str)> =
-                recs.iter().filter_map(|r| tick_state_for(r.status).map(|s| (*r.tick_id.as_uuid(), s))).collect();
-            // Row locks in id order, as `id = ANY(..)` updates of ticks take them: two batches
-            // touching the same ticks then wait for each other instead of deadlocking.
-            finals.sort_unstable();
-            if !finals.is_empty() {
-                sqlx::query(
-                    "UPDATE ticks SET state = v.state, updated_at = now() FROM UNNEST($1::uuid[], $2::text[]) AS v(id, state) \
-                     WHERE ticks.id = v.id",
-                )
-                .bind(finals.iter().map(|f| f.0).collect::<Vec<_>>())
-                .bind(finals.iter().map(|f| f.1).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            }
+            // The tick is not written: a published tick's outcome is its run's (LEDGER_STATE).
         }
         apply_effects(&mut tx, all).await?;
         tx.commit().await?;

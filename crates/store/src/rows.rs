@@ -216,15 +216,21 @@ impl AttemptRow {
     }
 }
 
-/// Returns the ledger state a final run status puts its tick in.
-pub(crate) fn tick_state_for(status: RunStatus) -> Option<&'static str> {
-    match status {
-        RunStatus::Succeeded => Some("delivered"),
-        RunStatus::Failed => Some("failed"),
-        RunStatus::Cancelled => Some("cancelled"),
-        RunStatus::Pending | RunStatus::Running => None,
-    }
-}
+/// The state the ledger shows of a tick `t` joined to its run `r` ([`LEDGER_RUN`]), in SQL
+/// both stores speak: the outcome of a tick handed to the queue is its run's once the run
+/// is final (a run's end writes the run only, migration 0015: succeeded is `delivered`,
+/// failed `failed`, cancelled `cancelled`); every other state is the tick's own. A tick
+/// may still be `planned` with a run: produced, and delivered before it was marked.
+pub(crate) const LEDGER_STATE: &str = "CASE WHEN t.state IN ('planned', 'published') THEN COALESCE(CASE r.status \
+     WHEN 'succeeded' THEN 'delivered' WHEN 'failed' THEN 'failed' WHEN 'cancelled' THEN 'cancelled' END, t.state) \
+     ELSE t.state END";
+
+/// When the ledger row reached [`LEDGER_STATE`]: the run's end for an outcome read from it.
+pub(crate) const LEDGER_UPDATED_AT: &str = "CASE WHEN t.state IN ('planned', 'published') \
+     AND r.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(r.finished_at, t.updated_at) ELSE t.updated_at END";
+
+/// The join of the ledger's ticks `t` to the runs `r` their outcome may come from.
+pub(crate) const LEDGER_RUN: &str = "LEFT JOIN runs r ON r.id = t.id AND t.state IN ('planned', 'published')";
 
 /// Returns the first attempt's start for a run row update (kept once set).
 pub(crate) fn i64_opt(t: Option<Timestamp>) -> Option<i64> {

@@ -3,7 +3,7 @@
 //! deferred transaction that later upgrades to a write lock fails with SQLITE_BUSY instead
 //! of waiting for the busy timeout.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,9 +18,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::rows::{
-    AttemptRow, Begun, EffectStep, LedgerRow, OVERLAP_BUFFER_FULL, OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow,
-    auto_pause_reason, begin_results, corrupt, first_copies, i64_opt, inserted_begins, last_error,
-    overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, tick_state_for, to_json,
+    AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
+    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, first_copies, i64_opt,
+    inserted_begins, last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunLease,
@@ -401,25 +401,30 @@ impl ScheduleStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let deleted: Option<i64> = sqlx::query_scalar(
             "DELETE FROM schedules WHERE project_id = ?1 AND id = ?2 AND (?3 IS NULL OR version = ?3) \
-             RETURNING version",
+             RETURNING shard",
         )
         .bind(project.as_str())
         .bind(id.to_string())
         .bind(expected_version)
         .fetch_optional(&mut *tx)
         .await?;
-        if deleted.is_none() {
+        let Some(shard) = deleted else {
             drop(tx);
             let current = self.get_schedule(project, id).await?;
             return Err(stale_etag(id, current.version, expected_version.unwrap_or_default()));
-        }
+        };
+        // Its ticks that no worker has: in the outbox, or published since the shard's
+        // reconciliation cursor (every tick published before it has a run).
         sqlx::query(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = ?2 \
-             WHERE schedule_id = ?1 AND state IN ('planned', 'published') \
+             WHERE schedule_id = ?1 AND shard = ?3 AND (state = 'planned' OR (state = 'published' \
+             AND published_at >= COALESCE((SELECT published_before FROM reconcile_cursors WHERE shard = ?3), ?4))) \
              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
         )
         .bind(id.to_string())
         .bind(Timestamp::now().as_millis())
+        .bind(shard)
+        .bind(i64::MIN)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -442,16 +447,17 @@ impl TickStore for SqliteStore {
     }
 
     async fn list_ticks(&self, project: &ProjectId, f: &TickFilter) -> Result<Vec<cronhook_core::LedgerEntry>> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, schedule_id, nominal_time, fire_time, state, reason, trigger, created_at, updated_at \
-             FROM ticks WHERE project_id = ",
-        );
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT t.id, t.schedule_id, t.nominal_time, t.fire_time, {LEDGER_STATE} AS state, t.reason, t.trigger, \
+             t.created_at, {LEDGER_UPDATED_AT} AS updated_at \
+             FROM ticks t {LEDGER_RUN} WHERE t.project_id = "
+        ));
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
-            qb.push(" AND schedule_id = ").push_bind(s.to_string());
+            qb.push(" AND t.schedule_id = ").push_bind(s.to_string());
         }
         if !f.states.is_empty() {
-            qb.push(" AND state IN (");
+            qb.push(format_args!(" AND {LEDGER_STATE} IN ("));
             let mut sep = qb.separated(", ");
             for s in &f.states {
                 sep.push_bind(s.as_str());
@@ -459,19 +465,19 @@ impl TickStore for SqliteStore {
             qb.push(")");
         }
         if let Some(t) = f.from {
-            qb.push(" AND nominal_time >= ").push_bind(t.as_millis());
+            qb.push(" AND t.nominal_time >= ").push_bind(t.as_millis());
         }
         if let Some(t) = f.to {
-            qb.push(" AND nominal_time < ").push_bind(t.as_millis());
+            qb.push(" AND t.nominal_time < ").push_bind(t.as_millis());
         }
         if let Some((t, id)) = f.before {
-            qb.push(" AND (nominal_time, id) < (")
+            qb.push(" AND (t.nominal_time, t.id) < (")
                 .push_bind(t.as_millis())
                 .push(", ")
                 .push_bind(id.to_string())
                 .push(")");
         }
-        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.push(" ORDER BY t.nominal_time DESC, t.id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
@@ -494,15 +500,23 @@ impl TickStore for SqliteStore {
     async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         // through the ledger's (project_id, nominal_time) indexes, as on Postgres
-        let runs = sqlx::query(
+        let runs: Vec<String> = sqlx::query_scalar(
             "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE project_id IN (SELECT id FROM projects) \
-             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2)",
+             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2) RETURNING id",
         )
         .bind(cutoff.as_millis())
         .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        // A tick whose outcome was its run's (LEDGER_STATE) goes with it.
+        let with_runs = sqlx::query(
+            "DELETE FROM ticks WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('planned', 'published')",
+        )
+        .bind(serde_json::to_string(&runs).map_err(|e| Error::Corrupt(e.to_string()))?)
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let runs = runs.len() as u64 + with_runs;
         let ticks = sqlx::query(
             "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE project_id IN (SELECT id FROM projects) \
              AND nominal_time < ?1 AND state NOT IN ('planned', 'published') AND updated_at < ?1 \
@@ -656,7 +670,7 @@ impl TickStore for SqliteStore {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' AND t.fire_time <= ?2 \
-             ORDER BY t.fire_time LIMIT ?3"
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
         .bind(until.as_millis())
@@ -667,29 +681,69 @@ impl TickStore for SqliteStore {
     }
 
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
+        // From each shard's cursor on: every tick published before it has a run.
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'published' AND t.published_at < ?2 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT ?3"
+            "SELECT {TICK_COLS}, t.published_at FROM json_each(?1) AS c \
+             LEFT JOIN reconcile_cursors rc ON rc.shard = c.value \
+             JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
+             AND t.published_at >= COALESCE(rc.published_before, ?4) AND t.published_at < ?2 \
+             JOIN schedules s ON s.id = t.schedule_id \
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
         .bind(before.as_millis())
         .bind(i64::from(limit))
+        .bind(i64::MIN)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(tick_row).collect()
+        let ticks: Vec<Tick> = rows.iter().map(tick_row).collect::<Result<_>>()?;
+        if ticks.len() < limit as usize {
+            // Every run-less tick in range was read: each shard's cursor moves to its oldest
+            // one (still to be republished), or to `before` (never past the present).
+            let to = before.as_millis().min(Timestamp::now().as_millis());
+            let mut cursors: BTreeMap<u32, i64> = shards.iter().map(|s| (*s, to)).collect();
+            for (t, r) in ticks.iter().zip(&rows) {
+                let at: i64 = r.try_get("published_at")?;
+                cursors.entry(t.shard).and_modify(|c| *c = (*c).min(at));
+            }
+            let mut tx = self.write_tx().await?;
+            for chunk in cursors.iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO reconcile_cursors (shard, published_before) ");
+                qb.push_values(chunk, |mut b, (shard, at)| {
+                    b.push_bind(i64::from(**shard)).push_bind(**at);
+                });
+                qb.push(
+                    " ON CONFLICT (shard) DO UPDATE \
+                     SET published_before = MAX(reconcile_cursors.published_before, excluded.published_before)",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(ticks)
     }
 
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
+        // The outbox, what was published since each shard's reconciliation cursor, and the
+        // ticks of unfinished runs (a published tick stays `published` once delivered).
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id \
-                             AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+            "WITH ids AS ( \
+               SELECT t.id FROM ticks t WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' \
+               UNION SELECT t.id FROM json_each(?1) AS c \
+                 LEFT JOIN reconcile_cursors rc ON rc.shard = c.value \
+                 JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
+                 AND t.published_at >= COALESCE(rc.published_before, ?3) \
+               UNION SELECT r.id FROM runs r WHERE r.shard IN (SELECT value FROM json_each(?1)) \
+                 AND r.status IN ('pending', 'running')) \
+             SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
+             WHERE t.state IN ('planned', 'published') \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
              ORDER BY t.fire_time, t.id LIMIT ?2"
         )))
         .bind(shard_json(shards))
         .bind(i64::from(limit))
+        .bind(i64::MIN)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(tick_row).collect()
@@ -792,11 +846,10 @@ fn id_json(ids: &[TickId]) -> String {
 /// Rows per multi-row statement: 20 bound values per attempt row, far below SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// Writes a batch of attempts, their runs' new state and their ticks' final state, then
-/// the effects: a few multi-row statements per batch instead of three to five per record
-/// (each statement is a round trip to the connection's thread, docs/benchmarks.md).
+/// Writes a batch of attempts and their runs' new state, then the effects: a few
+/// multi-row statements per batch instead of three to five per record (each statement is
+/// a round trip to the connection's thread, docs/benchmarks.md).
 async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[AttemptRecord]) -> Result<()> {
-    let now = Timestamp::now().as_millis();
     for chunk in statement_chunks(recs, ROWS_PER_STATEMENT) {
         let mut headers = Vec::with_capacity(chunk.len());
         for r in chunk {
@@ -857,17 +910,7 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
         qb.push(") AS v WHERE runs.id = v.column1 AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')");
         qb.build().execute(&mut **tx).await?;
 
-        let finals: Vec<(String, &str)> =
-            chunk.iter().filter_map(|r| tick_state_for(r.status).map(|s| (r.tick_id.to_string(), s))).collect();
-        if !finals.is_empty() {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE ticks SET state = v.column2, updated_at = ");
-            qb.push_bind(now).push(" FROM (");
-            qb.push_values(&finals, |mut b, (id, state)| {
-                b.push_bind(id.as_str()).push_bind(*state);
-            });
-            qb.push(") AS v WHERE ticks.id = v.column1");
-            qb.build().execute(&mut **tx).await?;
-        }
+        // The tick is not written: a published tick's outcome is its run's (LEDGER_STATE).
     }
     apply_effects(tx, recs).await
 }

@@ -70,6 +70,7 @@ store_suite!(
     runs_whose_lease_ran_out_are_handed_out_again,
     ledger_lists_by_outcome_and_retention_purges_old_rows,
     overlap_policies_are_race_free,
+    a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor,
 );
 
 fn project() -> ProjectId {
@@ -1023,4 +1024,81 @@ async fn overlap_policies_are_race_free(st: Stores) {
         st.runs.begin_run_exclusive(&a, ms(8), new_lease(ms(1_000_000))).await.unwrap(),
         BeginRun::Held(_)
     ));
+}
+
+/// A run's end writes the run only: the tick stays as it was handed to the queue, and the
+/// ledger reads its outcome from its run. Reconciliation reads each shard from its cursor
+/// (every tick published before it has a run), which never passes a tick without one.
+async fn a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor(st: Stores) {
+    let s = schedule("a", Some(ms(1_000)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    let all: Vec<u32> = (0..SHARDS).collect();
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    st.ticks.commit_plan(s.shard, 1, &[plan(&s, &[1_000, 2_000, 3_000, 4_000], Some(5_000))]).await.unwrap();
+    let t: Vec<Tick> = [1_000, 2_000, 3_000, 4_000].iter().map(|at| tick_of(&s, ms(*at))).collect();
+    st.ticks.mark_published(&[t[0].id, t[1].id, t[2].id], ms(10_000)).await.unwrap();
+    // tick 0 is delivered; tick 3 was produced and delivered before it was marked published
+    for (tick, status) in [(&t[0], RunStatus::Succeeded), (&t[3], RunStatus::Failed)] {
+        let BeginRun::Started(run) = st.runs.begin_run(tick, ms(10_001), new_lease(FAR)).await.unwrap() else {
+            panic!()
+        };
+        let rec = AttemptRecord {
+            project_id: project(),
+            tick_id: tick.id,
+            attempt: attempt(run.id, 1, Some(if status == RunStatus::Succeeded { 200 } else { 404 })),
+            status,
+            next_attempt_at: None,
+            finished_at: Some(ms(10_100)),
+            park: false,
+            lease_until: None,
+            effects: None,
+        };
+        st.runs.record_attempt(&rec).await.unwrap();
+    }
+    let ledger = |states: Vec<TickState>| {
+        let f = TickFilter { schedule_id: Some(s.id), states, limit: 100, ..Default::default() };
+        let ticks = st.ticks.clone();
+        async move { ticks.list_ticks(&project(), &f).await.unwrap() }
+    };
+    let shown: Vec<(i64, TickState)> =
+        ledger(vec![]).await.iter().map(|e| (e.nominal_time.as_millis(), e.state)).collect();
+    assert_eq!(
+        shown,
+        [
+            (4_000, TickState::Failed),
+            (3_000, TickState::Published),
+            (2_000, TickState::Published),
+            (1_000, TickState::Delivered)
+        ]
+    );
+    let delivered = ledger(vec![TickState::Delivered]).await;
+    assert_eq!(
+        (delivered.len(), delivered[0].updated_at),
+        (1, ms(10_100)),
+        "filtered on the outcome, at the run's end"
+    );
+    assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().is_empty(), "a tick with a run leaves the outbox");
+
+    // ticks 1 and 2 have no run: returned on every call until republished
+    let ids = |v: Vec<Tick>| v.iter().map(|t| t.id).collect::<Vec<_>>();
+    for _ in 0..2 {
+        assert_eq!(ids(st.ticks.ticks_without_run(&all, ms(20_000), 100).await.unwrap()), [t[1].id, t[2].id]);
+    }
+    // a call that stops at its limit leaves the cursor where it was
+    assert_eq!(ids(st.ticks.ticks_without_run(&all, ms(20_000), 1).await.unwrap()), [t[1].id]);
+    assert_eq!(ids(st.ticks.ticks_without_run(&all, ms(20_000), 100).await.unwrap()), [t[1].id, t[2].id]);
+    // republishing moves them past `before`; the cursor then moves to `before`
+    st.ticks.mark_published(&[t[1].id, t[2].id], ms(30_000)).await.unwrap();
+    assert!(st.ticks.ticks_without_run(&all, ms(20_000), 100).await.unwrap().is_empty());
+    assert_eq!(ids(st.ticks.ticks_without_run(&all, ms(40_000), 100).await.unwrap()), [t[1].id, t[2].id]);
+    let unfinished: HashSet<TickId> =
+        st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(unfinished, [t[1].id, t[2].id].into(), "ticks with a final run are finished");
+
+    // a tick published since the cursor, without a run, is cancelled with its schedule;
+    // the delivered one keeps its outcome
+    st.schedules.delete_schedule(&project(), s.id, None).await.unwrap();
+    let shown: Vec<TickState> = ledger(vec![]).await.iter().map(|e| e.state).collect();
+    assert_eq!(shown, [TickState::Failed, TickState::Cancelled, TickState::Cancelled, TickState::Delivered]);
+    assert!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().is_empty());
 }
