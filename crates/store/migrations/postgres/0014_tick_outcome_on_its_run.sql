@@ -1,7 +1,8 @@
 -- A delivered, failed or cancelled run no longer writes its outcome onto its tick as well:
--- the ledger reads the outcome of a `published` tick from its run (whose id is the tick's,
--- migration 0014). That tick update was a delivery's most expensive write after the run's
--- own (never HOT: `state` is indexed, so it added an entry to each of the tick's indexes).
+-- the ledger reads the outcome of a `published` tick from its run (unique per tick, found
+-- through `runs.tick_id`). That tick update was a delivery's most expensive write after
+-- the run's own (never HOT: `state` is indexed, so it added an entry to each of the
+-- tick's indexes).
 --
 -- A `published` tick now stays `published`. The open-ticks index that reconciliation read
 -- would have kept every delivered tick, so reconciliation keeps a cursor per shard
