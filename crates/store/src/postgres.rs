@@ -49,6 +49,11 @@ const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, sta
                              runs_left, version, shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition::text AS definition, t.target_override::text AS target_override, t.overlap";
+/// The reconciliation cursor of shard `c.shard` (migration 0014), as a scalar subquery:
+/// in a `LATERAL` scan of `ticks_published`, Postgres then bounds the index scan with it;
+/// as a join condition on a `LEFT JOIN` of the cursors it only filtered the whole range.
+const CURSOR_OF_SHARD: &str =
+    "COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = c.shard), '-infinity')";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -738,9 +743,8 @@ impl TickStore for PgStore {
         // From each shard's cursor on: every tick published before it has a run.
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS}, t.published_at FROM UNNEST($1::int[]) AS c(shard) \
-             LEFT JOIN reconcile_cursors rc ON rc.shard = c.shard \
-             JOIN ticks t ON t.shard = c.shard AND t.state = 'published' \
-             AND t.published_at >= COALESCE(rc.published_before, '-infinity') AND t.published_at < $2 \
+             CROSS JOIN LATERAL (SELECT * FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
+             AND t.published_at >= {CURSOR_OF_SHARD} AND t.published_at < $2) t \
              JOIN schedules s ON s.id = t.schedule_id \
              WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
@@ -782,9 +786,8 @@ impl TickStore for PgStore {
             "WITH ids AS ( \
                SELECT t.id FROM ticks t WHERE t.shard = ANY($1) AND t.state = 'planned' \
                UNION SELECT t.id FROM UNNEST($1::int[]) AS c(shard) \
-                 LEFT JOIN reconcile_cursors rc ON rc.shard = c.shard \
-                 JOIN ticks t ON t.shard = c.shard AND t.state = 'published' \
-                 AND t.published_at >= COALESCE(rc.published_before, '-infinity') \
+                 CROSS JOIN LATERAL (SELECT t.id FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
+                 AND t.published_at >= {CURSOR_OF_SHARD}) t \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
                  AND NOT r.parked \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \

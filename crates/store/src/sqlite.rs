@@ -54,6 +54,10 @@ const SCHEDULE_COLS: &str = "project_id, id, definition, state, state_reason, ne
                              shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition, t.target_override, t.overlap";
+/// The reconciliation cursor of shard `c.value` (migration 0014; before the first pass,
+/// the beginning of time), as a scalar subquery, so that it bounds the index range.
+const CURSOR_OF_SHARD: &str = "COALESCE((SELECT rc.published_before FROM reconcile_cursors rc \
+     WHERE rc.shard = c.value), -9000000000000000000)";
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -684,16 +688,14 @@ impl TickStore for SqliteStore {
         // From each shard's cursor on: every tick published before it has a run.
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS}, t.published_at FROM json_each(?1) AS c \
-             LEFT JOIN reconcile_cursors rc ON rc.shard = c.value \
              JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
-             AND t.published_at >= COALESCE(rc.published_before, ?4) AND t.published_at < ?2 \
+             AND t.published_at >= {CURSOR_OF_SHARD} AND t.published_at < ?2 \
              JOIN schedules s ON s.id = t.schedule_id \
              WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
         .bind(before.as_millis())
         .bind(i64::from(limit))
-        .bind(i64::MIN)
         .fetch_all(&self.pool)
         .await?;
         let ticks: Vec<Tick> = rows.iter().map(tick_row).collect::<Result<_>>()?;
@@ -731,9 +733,8 @@ impl TickStore for SqliteStore {
             "WITH ids AS ( \
                SELECT t.id FROM ticks t WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' \
                UNION SELECT t.id FROM json_each(?1) AS c \
-                 LEFT JOIN reconcile_cursors rc ON rc.shard = c.value \
                  JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
-                 AND t.published_at >= COALESCE(rc.published_before, ?3) \
+                 AND t.published_at >= {CURSOR_OF_SHARD} \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard IN (SELECT value FROM json_each(?1)) \
                  AND r.status IN ('pending', 'running')) \
              SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
@@ -743,7 +744,6 @@ impl TickStore for SqliteStore {
         )))
         .bind(shard_json(shards))
         .bind(i64::from(limit))
-        .bind(i64::MIN)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(tick_row).collect()
