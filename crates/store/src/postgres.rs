@@ -49,11 +49,13 @@ const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, sta
                              runs_left, version, shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition::text AS definition, t.target_override::text AS target_override, t.overlap";
-/// The reconciliation cursor of shard `c.shard` (migration 0014), as a scalar subquery:
-/// in a `LATERAL` scan of `ticks_published`, Postgres then bounds the index scan with it;
-/// as a join condition on a `LEFT JOIN` of the cursors it only filtered the whole range.
-const CURSOR_OF_SHARD: &str =
-    "COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = c.shard), '-infinity')";
+/// The reconciliation cursor of shard `shard` (an SQL expression; migration 0014), as a
+/// scalar subquery: in a `LATERAL` scan of `ticks_published`, Postgres then bounds the
+/// index scan with it; as a join condition on a `LEFT JOIN` of the cursors it only
+/// filtered the whole range.
+fn cursor_of(shard: &str) -> String {
+    format!("COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = {shard}), '-infinity')")
+}
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -477,12 +479,12 @@ impl ScheduleStore for PgStore {
         };
         // Its ticks that no worker has: in the outbox, or published since the shard's
         // reconciliation cursor (every tick published before it has a run).
-        sqlx::query(
+        sqlx::query(safe(format!(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = now() \
              WHERE schedule_id = $1 AND shard = $2 AND (state = 'planned' OR (state = 'published' \
-             AND published_at >= COALESCE((SELECT published_before FROM reconcile_cursors WHERE shard = $2), \
-             '-infinity'))) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
-        )
+             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+            cursor_of("$2")
+        )))
         .bind(id.as_uuid())
         .bind(shard)
         .execute(&mut *tx)
@@ -741,10 +743,11 @@ impl TickStore for PgStore {
 
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         // From each shard's cursor on: every tick published before it has a run.
+        let cursor = cursor_of("c.shard");
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS}, t.published_at FROM UNNEST($1::int[]) AS c(shard) \
              CROSS JOIN LATERAL (SELECT * FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
-             AND t.published_at >= {CURSOR_OF_SHARD} AND t.published_at < $2) t \
+             AND t.published_at >= {cursor} AND t.published_at < $2) t \
              JOIN schedules s ON s.id = t.schedule_id \
              WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
@@ -782,12 +785,13 @@ impl TickStore for PgStore {
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
         // The outbox, what was published since each shard's reconciliation cursor, and the
         // ticks of unfinished runs (a published tick stays `published` once delivered).
+        let cursor = cursor_of("c.shard");
         let rows = sqlx::query(safe(format!(
             "WITH ids AS ( \
                SELECT t.id FROM ticks t WHERE t.shard = ANY($1) AND t.state = 'planned' \
                UNION SELECT t.id FROM UNNEST($1::int[]) AS c(shard) \
                  CROSS JOIN LATERAL (SELECT t.id FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
-                 AND t.published_at >= {CURSOR_OF_SHARD}) t \
+                 AND t.published_at >= {cursor}) t \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
                  AND NOT r.parked \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \

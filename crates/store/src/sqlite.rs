@@ -54,10 +54,15 @@ const SCHEDULE_COLS: &str = "project_id, id, definition, state, state_reason, ne
                              shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition, t.target_override, t.overlap";
-/// The reconciliation cursor of shard `c.value` (migration 0014; before the first pass,
-/// the beginning of time), as a scalar subquery, so that it bounds the index range.
-const CURSOR_OF_SHARD: &str = "COALESCE((SELECT rc.published_before FROM reconcile_cursors rc \
-     WHERE rc.shard = c.value), -9000000000000000000)";
+/// The reconciliation cursor of shard `shard` (an SQL expression; migration 0014; before
+/// the first pass, the beginning of time), as a scalar subquery, so that it bounds the
+/// index range.
+fn cursor_of(shard: &str) -> String {
+    format!(
+        "COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = {shard}), \
+         -9000000000000000000)"
+    )
+}
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -419,16 +424,15 @@ impl ScheduleStore for SqliteStore {
         };
         // Its ticks that no worker has: in the outbox, or published since the shard's
         // reconciliation cursor (every tick published before it has a run).
-        sqlx::query(
+        sqlx::query(safe(format!(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = ?2 \
              WHERE schedule_id = ?1 AND shard = ?3 AND (state = 'planned' OR (state = 'published' \
-             AND published_at >= COALESCE((SELECT published_before FROM reconcile_cursors WHERE shard = ?3), ?4))) \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
-        )
+             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+            cursor_of("?3")
+        )))
         .bind(id.to_string())
         .bind(Timestamp::now().as_millis())
         .bind(shard)
-        .bind(i64::MIN)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -686,10 +690,11 @@ impl TickStore for SqliteStore {
 
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         // From each shard's cursor on: every tick published before it has a run.
+        let cursor = cursor_of("c.value");
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS}, t.published_at FROM json_each(?1) AS c \
              JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
-             AND t.published_at >= {CURSOR_OF_SHARD} AND t.published_at < ?2 \
+             AND t.published_at >= {cursor} AND t.published_at < ?2 \
              JOIN schedules s ON s.id = t.schedule_id \
              WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
@@ -729,12 +734,13 @@ impl TickStore for SqliteStore {
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
         // The outbox, what was published since each shard's reconciliation cursor, and the
         // ticks of unfinished runs (a published tick stays `published` once delivered).
+        let cursor = cursor_of("c.value");
         let rows = sqlx::query(safe(format!(
             "WITH ids AS ( \
                SELECT t.id FROM ticks t WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' \
                UNION SELECT t.id FROM json_each(?1) AS c \
                  JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
-                 AND t.published_at >= {CURSOR_OF_SHARD} \
+                 AND t.published_at >= {cursor} \
                UNION SELECT r.tick_id FROM runs r WHERE r.shard IN (SELECT value FROM json_each(?1)) \
                  AND r.status IN ('pending', 'running')) \
              SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \

@@ -174,6 +174,29 @@ fn plan(s: &Schedule, times: &[i64], next: Option<i64>) -> PlannedSchedule {
     }
 }
 
+/// The record of attempt `n` of `run` (of `tick`) that ends the run with `status` at
+/// `finished`, with HTTP status `http`.
+fn final_record(
+    tick: TickId,
+    run: RunId,
+    n: u32,
+    status: RunStatus,
+    http: Option<u16>,
+    finished: i64,
+) -> AttemptRecord {
+    AttemptRecord {
+        project_id: project(),
+        tick_id: tick,
+        attempt: attempt(run, n, http),
+        status,
+        next_attempt_at: None,
+        finished_at: Some(ms(finished)),
+        park: false,
+        lease_until: None,
+        effects: None,
+    }
+}
+
 fn attempt(run: RunId, n: u32, status: Option<u16>) -> Attempt {
     Attempt {
         run_id: run,
@@ -367,17 +390,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     // unfinished: everything not final, including a run in progress
     assert_eq!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().len(), 3);
     st.runs
-        .record_attempt(&AttemptRecord {
-            project_id: project(),
-            tick_id: pending[0].id,
-            attempt: attempt(run.id, 1, Some(200)),
-            status: RunStatus::Succeeded,
-            next_attempt_at: None,
-            finished_at: Some(ms(100_010)),
-            park: false,
-            lease_until: None,
-            effects: None,
-        })
+        .record_attempt(&final_record(pending[0].id, run.id, 1, RunStatus::Succeeded, Some(200), 100_010))
         .await
         .unwrap();
     let unfinished: HashSet<_> = st.ticks.unfinished_ticks(&all, 100).await.unwrap().iter().map(|t| t.id).collect();
@@ -412,20 +425,7 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
     else {
         panic!("first begin_run must start")
     };
-    st.runs
-        .record_attempt(&AttemptRecord {
-            project_id: project(),
-            tick_id: first.id,
-            attempt: attempt(run.id, 1, Some(200)),
-            status: RunStatus::Succeeded,
-            next_attempt_at: None,
-            finished_at: Some(ms(5_010)),
-            park: false,
-            lease_until: None,
-            effects: None,
-        })
-        .await
-        .unwrap();
+    st.runs.record_attempt(&final_record(first.id, run.id, 1, RunStatus::Succeeded, Some(200), 5_010)).await.unwrap();
     let second = TickId::scheduled(s.id, ms(6_000));
     st.ticks.unmark_published(&[first.id, second]).await.unwrap();
     let outbox: Vec<Timestamp> =
@@ -485,17 +485,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     assert_eq!(resumed.next_attempt_at, Some(ms(6_000)));
 
     // attempt 2 succeeds; recording it twice (a replay) stores it once
-    let rec = AttemptRecord {
-        project_id: project(),
-        tick_id: t.id,
-        attempt: attempt(run.id, 2, Some(200)),
-        status: RunStatus::Succeeded,
-        next_attempt_at: None,
-        finished_at: Some(ms(6_100)),
-        park: false,
-        lease_until: None,
-        effects: None,
-    };
+    let rec = final_record(t.id, run.id, 2, RunStatus::Succeeded, Some(200), 6_100);
     st.runs.record_attempt(&rec).await.unwrap();
     st.runs.record_attempt(&rec).await.unwrap();
     let (done, attempts) = st.runs.get_run(&project(), run.id).await.unwrap();
@@ -557,20 +547,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
                 panic!()
             };
             if i % 2 == 0 {
-                st.runs
-                    .record_attempt(&AttemptRecord {
-                        project_id: project(),
-                        tick_id: t.id,
-                        attempt: attempt(r.id, 1, Some(500)),
-                        status: RunStatus::Failed,
-                        next_attempt_at: None,
-                        finished_at: Some(ms(2)),
-                        park: false,
-                        lease_until: None,
-                        effects: None,
-                    })
-                    .await
-                    .unwrap();
+                st.runs.record_attempt(&final_record(t.id, r.id, 1, RunStatus::Failed, Some(500), 2)).await.unwrap();
             }
             if s.id == a.id {
                 expected_a.push(r.id);
@@ -932,17 +909,7 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
     else {
         panic!()
     };
-    let done = AttemptRecord {
-        project_id: project(),
-        tick_id: t3.id,
-        attempt: attempt(run.id, 1, Some(200)),
-        status: RunStatus::Succeeded,
-        next_attempt_at: None,
-        finished_at: Some(ms(3_100)),
-        park: false,
-        lease_until: None,
-        effects: None,
-    };
+    let done = final_record(t3.id, run.id, 1, RunStatus::Succeeded, Some(200), 3_100);
     st.runs.record_attempt(&done).await.unwrap();
     // nothing is old yet
     assert_eq!(st.ticks.purge_before(ms(0), 1000).await.unwrap(), 0);
@@ -1030,15 +997,8 @@ async fn overlap_policies_are_race_free(st: Stores) {
     ));
     assert_eq!(state(b1.id).await.unwrap().0, TickState::Buffered);
     let done = AttemptRecord {
-        project_id: project(),
-        tick_id: running.tick_id,
-        attempt: attempt(running.id, 1, Some(200)),
-        status: RunStatus::Succeeded,
-        next_attempt_at: None,
-        finished_at: Some(ms(3)),
-        park: false,
-        lease_until: None,
         effects: Some(cronhook_store::RunEffects { schedule_id: s.id, auto_pause_after: 0, notification: None }),
+        ..final_record(running.tick_id, running.id, 1, RunStatus::Succeeded, Some(200), 3)
     };
     st.runs.record_attempt(&done).await.unwrap();
     assert_eq!(state(b1.id).await.unwrap().0, TickState::Planned, "released to the outbox");
@@ -1095,18 +1055,8 @@ async fn a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor(st:
         else {
             panic!()
         };
-        let rec = AttemptRecord {
-            project_id: project(),
-            tick_id: tick.id,
-            attempt: attempt(run.id, 1, Some(if status == RunStatus::Succeeded { 200 } else { 404 })),
-            status,
-            next_attempt_at: None,
-            finished_at: Some(ms(10_100)),
-            park: false,
-            lease_until: None,
-            effects: None,
-        };
-        st.runs.record_attempt(&rec).await.unwrap();
+        let http = if status == RunStatus::Succeeded { 200 } else { 404 };
+        st.runs.record_attempt(&final_record(tick.id, run.id, 1, status, Some(http), 10_100)).await.unwrap();
     }
     let ledger = |states: Vec<TickState>| {
         let f = TickFilter { schedule_id: Some(s.id), states, limit: 100, ..Default::default() };
