@@ -89,7 +89,8 @@ pub trait TickStore: Send + Sync + 'static {
     /// In one transaction: checks which of the (shard, epoch) pairs are still current
     /// (locking them until commit, so a newer claim waits for it), then for each planned
     /// schedule of a current shard whose next fire time and version are still the expected
-    /// ones, records its ticks (ignoring ids already recorded) and advances it. Schedules
+    /// ones, records its ticks (ignoring ids already recorded, and fire times in the past
+    /// that have a tick under their legacy id) and advances it. Schedules
     /// that changed meanwhile are left alone (they are re-planned from their new state);
     /// plans of fenced shards are not written and the pairs are returned in
     /// [`PlanOutcome::fenced`]; plans of shards not listed are not written either.
@@ -101,9 +102,16 @@ pub trait TickStore: Send + Sync + 'static {
         if out.fenced.is_empty() { Ok(out) } else { Err(Error::Fenced { shard, epoch }) }
     }
 
-    /// Records a tick outside any plan (a manual trigger, a backfill) in state `planned`;
-    /// returns `false` when a tick with its id exists already (nothing changes).
+    /// Records a tick outside any plan (a manual trigger) in state `planned`; returns
+    /// `false` when a tick with its id exists already (nothing changes).
     async fn insert_tick(&self, tick: &Tick) -> Result<bool>;
+
+    /// Records backfill ticks (scheduled tick ids of past fire times) in state `planned`,
+    /// in one transaction that holds their schedules' rows, so that no plan commit of the
+    /// same schedules runs beside it. Skips each tick whose id is a tick already, or whose
+    /// fire time has a tick under the id an older release gave it
+    /// ([`cronhook_core::TickId::scheduled_legacy`]). Returns how many it recorded.
+    async fn insert_backfill(&self, ticks: &[Tick]) -> Result<u32>;
 
     /// Returns up to `limit` ticks of `shards` in state `planned` (the outbox) whose fire
     /// time is at or before `until`, oldest first, rebuilt with their schedule's current

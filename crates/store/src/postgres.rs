@@ -1,6 +1,6 @@
 //! Postgres implementation (distributed mode). Instants are `TIMESTAMPTZ`, JSON is `JSONB`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
     OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, inserted_begins,
-    last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
+    last_error, legacy_of, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
@@ -165,16 +165,19 @@ const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
      AND state NOT IN ('planned', 'published') AND updated_at < $1 \
      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)";
 
-/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
+/// Records a tick outside a plan (manual trigger, failure notification, backfill) in
+/// `planned`, unless its id, or the legacy id of a scheduled tick's fire time, is a tick.
 async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
         _ => None,
     };
+    let legacy = t.id.legacy_of(t.schedule_id, t.nominal_time);
     let res = sqlx::query(
         "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
          shard, epoch, state, created_at, updated_at, target_override, overlap) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now(), $10::jsonb, $11) ON CONFLICT (id) DO NOTHING",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'planned', now(), now(), $10::jsonb, $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM ticks o WHERE o.id = $12) ON CONFLICT (id) DO NOTHING",
     )
     .bind(t.project_id.as_str())
     .bind(t.id.as_uuid())
@@ -187,6 +190,7 @@ async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bo
     .bind(t.epoch)
     .bind(target_override)
     .bind((t.trigger == cronhook_core::TriggerKind::Backfill).then(|| t.overlap.as_str()))
+    .bind(legacy.map(|l| *l.as_uuid()))
     .execute(e)
     .await?;
     Ok(res.rows_affected() == 1)
@@ -698,7 +702,9 @@ impl TickStore for PgStore {
                  SELECT p, i, s, n, f, 'scheduled', v, sh, e, st, r, now(), now(), \
                  CASE WHEN st = 'published' THEN now() END FROM UNNEST($1::text[], \
                  $2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], $8::int[], \
-                 $9::bigint[], $10::text[]) AS x(p, i, s, n, f, v, st, sh, e, r) ON CONFLICT (id) DO NOTHING RETURNING id, state",
+                 $9::bigint[], $10::text[], $11::uuid[]) AS x(p, i, s, n, f, v, st, sh, e, r, l) \
+                 WHERE x.n > now() OR NOT EXISTS (SELECT 1 FROM ticks o WHERE o.id = x.l) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id, state",
             )
             .bind(chunk.iter().map(|(p, _)| p.project_id.as_str()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(_, t)| *t.id.as_uuid()).collect::<Vec<_>>())
@@ -710,6 +716,7 @@ impl TickStore for PgStore {
             .bind(chunk.iter().map(|(p, _)| p.shard as i32).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(p, _)| valid.get(&p.shard).copied().unwrap_or_default()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(p, t)| legacy_of(p, t).map(|l| *l.as_uuid())).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;
             for r in rows {
@@ -725,6 +732,23 @@ impl TickStore for PgStore {
 
     async fn insert_tick(&self, t: &Tick) -> Result<bool> {
         insert_tick_in(&self.pool, t).await
+    }
+
+    async fn insert_backfill(&self, ticks: &[Tick]) -> Result<u32> {
+        let mut tx = self.pool.begin().await?;
+        // A plan commit updates the schedule before it inserts its ticks: once this holds
+        // the row, every tick a planner recorded for it is visible to the inserts below.
+        let schedules: BTreeSet<Uuid> = ticks.iter().map(|t| *t.schedule_id.as_uuid()).collect();
+        sqlx::query("SELECT 1 FROM schedules WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(schedules.into_iter().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        let mut created = 0;
+        for t in ticks {
+            created += u32::from(insert_tick_in(&mut *tx, t).await?);
+        }
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>> {

@@ -232,6 +232,13 @@ pub(crate) const LEDGER_UPDATED_AT: &str = "CASE WHEN t.state IN ('planned', 'pu
 /// The join of the ledger's ticks `t` to the runs `r` their outcome may come from.
 pub(crate) const LEDGER_RUN: &str = "LEFT JOIN runs r ON r.tick_id = t.id AND t.state IN ('planned', 'published')";
 
+/// Returns the legacy id ([`TickId::scheduled_legacy`]) of planned tick `t` of `p` when it
+/// is a scheduled tick (not a ledger-only bound record): a plan commit records a fire time
+/// in the past only if no tick has that id, which an older release may have given it.
+pub(crate) fn legacy_of(p: &crate::PlannedSchedule, t: &crate::PlannedTick) -> Option<TickId> {
+    t.id.legacy_of(p.schedule_id, t.nominal_time)
+}
+
 /// Returns the first attempt's start for a run row update (kept once set).
 pub(crate) fn i64_opt(t: Option<Timestamp>) -> Option<i64> {
     t.map(Timestamp::as_millis)

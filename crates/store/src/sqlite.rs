@@ -20,11 +20,12 @@ use uuid::Uuid;
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
     OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, i64_opt,
-    inserted_begins, last_error, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
+    inserted_begins, last_error, legacy_of, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks,
+    to_json,
 };
 use crate::{
-    AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, Result, RunFilter, RunLease,
-    RunStore, ScheduleStore, ShardLease, TickFilter, TickStore,
+    AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
+    RunLease, RunStore, ScheduleStore, ShardLease, TickFilter, TickStore,
 };
 
 /// Stores everything in one SQLite file.
@@ -152,17 +153,21 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Records a tick outside a plan (manual trigger, failure notification) in `planned`.
+/// Records a tick outside a plan (manual trigger, failure notification, backfill) in
+/// `planned`, unless its id, or the legacy id of a scheduled tick's fire time, is a tick.
 async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Result<bool> {
     let target_override = match t.trigger {
         cronhook_core::TriggerKind::Notification => Some(to_json(&t.target)?),
         _ => None,
     };
     let now = Timestamp::now().as_millis();
+    let legacy = t.id.legacy_of(t.schedule_id, t.nominal_time);
+    // (the WHERE also keeps SQLite from reading ON CONFLICT as a join constraint)
     let res = sqlx::query(
         "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, schedule_version, \
          shard, epoch, state, created_at, updated_at, target_override, overlap) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'planned', ?10, ?10, ?11, ?12 \
+         WHERE NOT EXISTS (SELECT 1 FROM ticks o WHERE o.id = ?13) ON CONFLICT (id) DO NOTHING",
     )
     .bind(t.project_id.as_str())
     .bind(t.id.to_string())
@@ -176,6 +181,7 @@ async fn insert_tick_in<'e>(e: impl sqlx::SqliteExecutor<'e>, t: &Tick) -> Resul
     .bind(now)
     .bind(target_override)
     .bind((t.trigger == cronhook_core::TriggerKind::Backfill).then(|| t.overlap.as_str()))
+    .bind(legacy.map(|l| l.to_string()))
     .execute(e)
     .await?;
     Ok(res.rows_affected() == 1)
@@ -611,6 +617,24 @@ impl TickStore for SqliteStore {
                 out.fenced.push((shard, epoch));
             }
         }
+        // Fire times in the past may have a tick an older release recorded under its legacy id.
+        let legacy: Vec<String> = plan
+            .iter()
+            .filter(|p| valid.contains_key(&p.shard))
+            .flat_map(|p| p.ticks.iter().filter(|t| t.nominal_time.as_millis() <= now).map(move |t| (p, t)))
+            .filter_map(|(p, t)| legacy_of(p, t))
+            .map(|l| l.to_string())
+            .collect();
+        let recorded: HashSet<String> = if legacy.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM ticks WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(to_json(&legacy)?)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for p in plan {
             let Some(&epoch) = valid.get(&p.shard) else { continue };
             let shard = p.shard;
@@ -636,7 +660,12 @@ impl TickStore for SqliteStore {
             }
             out.advanced += 1;
             // 14 bound values per row, SQLite allows 32766 per statement.
-            for chunk in p.ticks.chunks(500) {
+            let ticks: Vec<&PlannedTick> = p
+                .ticks
+                .iter()
+                .filter(|t| recorded.is_empty() || legacy_of(p, t).is_none_or(|l| !recorded.contains(&l.to_string())))
+                .collect();
+            for chunk in ticks.chunks(500) {
                 let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                     "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
                      schedule_version, shard, epoch, state, reason, created_at, updated_at, published_at) ",
@@ -672,6 +701,17 @@ impl TickStore for SqliteStore {
 
     async fn insert_tick(&self, t: &Tick) -> Result<bool> {
         insert_tick_in(&self.writer, t).await
+    }
+
+    async fn insert_backfill(&self, ticks: &[Tick]) -> Result<u32> {
+        // The write transaction excludes every other writer, plan commits included.
+        let mut tx = self.write_tx().await?;
+        let mut created = 0;
+        for t in ticks {
+            created += u32::from(insert_tick_in(&mut *tx, t).await?);
+        }
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn ticks_to_publish(&self, shards: &[u32], until: Timestamp, limit: u32) -> Result<Vec<Tick>> {

@@ -71,6 +71,7 @@ store_suite!(
     ledger_lists_by_outcome_and_retention_purges_old_rows,
     overlap_policies_are_race_free,
     a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor,
+    fire_times_recorded_under_legacy_ids_are_not_recorded_again,
 );
 
 fn project() -> ProjectId {
@@ -1104,4 +1105,65 @@ async fn a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor(st:
     let shown: Vec<TickState> = ledger(vec![]).await.iter().map(|e| e.state).collect();
     assert_eq!(shown, [TickState::Failed, TickState::Cancelled, TickState::Cancelled, TickState::Delivered]);
     assert!(st.ticks.unfinished_ticks(&all, 100).await.unwrap().is_empty());
+}
+
+/// A release before time-ordered tick ids recorded ticks under UUIDv5 ids: a backfill, or a
+/// planner catching up over past fire times, does not record them a second time under the
+/// new ids; future fire times (which no backfill reaches) are not looked up.
+async fn fire_times_recorded_under_legacy_ids_are_not_recorded_again(st: Stores) {
+    let now = Timestamp::now().as_millis();
+    let (old_a, old_b, fresh, later, future) =
+        (now - 50_000, now - 40_000, now - 30_000, now - 20_000, now + 3_600_000);
+    let s = schedule("legacy", Some(ms(old_a)));
+    st.schedules.insert_schedule(&s).await.unwrap();
+    for at in [old_a, old_b, future] {
+        let old =
+            Tick { id: TickId::scheduled_legacy(s.id, ms(at)), trigger: TriggerKind::Backfill, ..tick_of(&s, ms(at)) };
+        assert!(st.ticks.insert_tick(&old).await.unwrap());
+    }
+    // a backfill over them records the one fire time without a tick, once
+    let backfill: Vec<Tick> =
+        [old_a, fresh].iter().map(|at| Tick { trigger: TriggerKind::Backfill, ..tick_of(&s, ms(*at)) }).collect();
+    assert_eq!(st.ticks.insert_backfill(&backfill).await.unwrap(), 1);
+    assert_eq!(st.ticks.insert_backfill(&backfill).await.unwrap(), 0);
+
+    // a planner catching up from old_a, with a ledger-only record at old_a besides
+    st.ticks.claim_shard(s.shard, 1, "p").await.unwrap();
+    let mut p = plan(&s, &[old_a, old_b, fresh, later, future], Some(future + 1_000));
+    p.ticks.push(PlannedTick {
+        id: TickId::outside_bounds(s.id, ms(old_a)),
+        nominal_time: ms(old_a),
+        fire_time: ms(old_a),
+        state: TickState::Skipped,
+        reason: Some("before_start".into()),
+    });
+    let out = st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
+    assert_eq!(out.advanced, 1);
+    assert_eq!(
+        out.new_ticks.into_iter().collect::<HashSet<_>>(),
+        HashSet::from([TickId::scheduled(s.id, ms(later)), TickId::scheduled(s.id, ms(future))])
+    );
+
+    let filter = TickFilter { schedule_id: Some(s.id), limit: 100, ..Default::default() };
+    let mut ledger: Vec<(i64, TickId)> = st
+        .ticks
+        .list_ticks(&project(), &filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.nominal_time.as_millis(), e.id))
+        .collect();
+    ledger.sort();
+    let legacy = |at: i64| TickId::scheduled_legacy(s.id, ms(at));
+    let mut expected = vec![
+        (old_a, legacy(old_a)),
+        (old_a, TickId::outside_bounds(s.id, ms(old_a))),
+        (old_b, legacy(old_b)),
+        (fresh, TickId::scheduled(s.id, ms(fresh))),
+        (later, TickId::scheduled(s.id, ms(later))),
+        (future, legacy(future)),
+        (future, TickId::scheduled(s.id, ms(future))),
+    ];
+    expected.sort();
+    assert_eq!(ledger, expected);
 }

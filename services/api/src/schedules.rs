@@ -344,9 +344,9 @@ impl ScheduleService for Schedules {
         if times.len() > MAX {
             return Err(ApiError::invalid("start_time", format!("the range holds more than {MAX} fire times")).into());
         }
-        let (mut created, mut existing) = (0u32, 0u32);
-        for t in times {
-            let tick = Tick {
+        let ticks: Vec<Tick> = times
+            .into_iter()
+            .map(|t| Tick {
                 id: TickId::scheduled(s.id, t),
                 project_id: s.project_id.clone(),
                 schedule_id: s.id,
@@ -362,13 +362,10 @@ impl ScheduleService for Schedules {
                 failure_notification_url: None,
                 auto_pause_after_failures: 0,
                 overlap,
-            };
-            if self.st.stores.ticks.insert_tick(&tick).await.map_err(ApiError::from)? {
-                created += 1;
-            } else {
-                existing += 1;
-            }
-        }
+            })
+            .collect();
+        let created = self.st.stores.ticks.insert_backfill(&ticks).await.map_err(ApiError::from)?;
+        let existing = ticks.len() as u32 - created;
         tracing::info!(schedule_id = %s.id, created, existing, "backfill");
         Ok(Response::new(pb::BackfillScheduleResponse { created, existing }))
     }
