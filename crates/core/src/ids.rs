@@ -94,9 +94,11 @@ impl ScheduleId {
 }
 
 impl RunId {
-    /// Returns a fresh, time-ordered id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
+    /// Returns the id of the run of `tick`: the tick's own id. A tick has at most one run
+    /// (DESIGN.md, invariant 3), so the tick id is the run row's one unique key, and
+    /// every copy of a tick names the same run before any of them has read it.
+    pub fn of_tick(tick: TickId) -> Self {
+        Self(tick.0)
     }
 }
 

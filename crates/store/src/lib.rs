@@ -170,12 +170,13 @@ pub trait TickStore: Send + Sync + 'static {
 /// The worker's side: runs and attempts.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
-    /// Creates the run of `tick` (unique on the tick id) or returns the existing one. A run
-    /// that is not final is leased to the caller (`lease`) unless another delivery holds it
+    /// Creates the run of `tick` or returns the existing one; its id is the tick's
+    /// ([`RunId::of_tick`]), which makes it unique per tick. A run that is not final is
+    /// leased to the caller (`lease`) unless another delivery holds it
     /// (an owner other than `lease.owner`, leased until after `now`): then
     /// [`BeginRun::Held`], and nothing changes. A run whose lease runs out without progress
     /// is handed out again by reconciliation ([`TickStore::stuck_runs`]).
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun>;
+    async fn begin_run(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun>;
 
     /// Stores one attempt and the run's new status in one transaction; when the status is
     /// final, the tick's ledger state follows (delivered / failed / cancelled).
@@ -186,23 +187,17 @@ pub trait RunStore: Send + Sync + 'static {
     /// the write lock), so workers racing on two ticks of one schedule cannot both start:
     /// `skip` records the tick skipped, `buffer_one` parks one tick as `buffered` (released
     /// to the outbox when the running one ends), `cancel_previous` cancels the running runs.
-    async fn begin_run_exclusive(
-        &self,
-        tick: &Tick,
-        run_id: RunId,
-        now: Timestamp,
-        lease: RunLease,
-    ) -> Result<BeginRun>;
+    async fn begin_run_exclusive(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun>;
 
     /// Returns the status of a run (`NotFound` if it is gone).
     async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus>;
 
     /// [`RunStore::begin_run`] for many ticks at once (one round trip where the backend
     /// can); results are in input order.
-    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let mut out = Vec::with_capacity(items.len());
-        for (t, id, lease) in items {
-            out.push(self.begin_run(t, *id, now, *lease).await);
+        for (t, lease) in items {
+            out.push(self.begin_run(t, now, *lease).await);
         }
         out
     }

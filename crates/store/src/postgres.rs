@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
-    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, inserted_begins,
-    last_error, legacy_of, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks, to_json,
+    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, first_copies,
+    inserted_begins, last_error, legacy_of, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks,
+    to_json,
 };
 use crate::{
     AttemptRecord, BeginRun, Error, LeaseOwner, NextFire, PlanOutcome, PlannedSchedule, PlannedTick, Result, RunFilter,
@@ -56,6 +57,7 @@ const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fi
 fn cursor_of(shard: &str) -> String {
     format!("COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = {shard}), '-infinity')")
 }
+
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -163,7 +165,7 @@ const PURGE_RUNS: &str = "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
 const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
      WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 \
      AND state NOT IN ('planned', 'published') AND updated_at < $1 \
-     AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT $2)";
+     AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id) LIMIT $2)";
 
 /// Records a tick outside a plan (manual trigger, failure notification, backfill) in
 /// `planned`, unless its id, or the legacy id of a scheduled tick's fire time, is a tick.
@@ -200,50 +202,52 @@ async fn insert_tick_in<'e>(e: impl sqlx::PgExecutor<'e>, t: &Tick) -> Result<bo
 /// then one take-over of the runs that existed, then one read of who holds them.
 async fn begin_runs_in(
     conn: &mut sqlx::PgConnection,
-    items: &[(Tick, RunId, RunLease)],
+    items: &[(Tick, RunLease)],
     now: Timestamp,
 ) -> Result<Vec<BeginRun>> {
+    let inserts = first_copies(items);
     let inserted = sqlx::query(
         "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
          created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
          FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
          $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
-         ON CONFLICT (tick_id) DO NOTHING RETURNING id",
+         ON CONFLICT (id) DO NOTHING RETURNING id",
     )
-    .bind(items.iter().map(|(t, _, _)| t.project_id.to_string()).collect::<Vec<_>>())
-    .bind(items.iter().map(|(_, r, _)| *r.as_uuid()).collect::<Vec<_>>())
-    .bind(items.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-    .bind(items.iter().map(|(t, _, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
-    .bind(items.iter().map(|(t, _, _)| dt(t.nominal_time)).collect::<Vec<_>>())
-    .bind(items.iter().map(|(t, _, _)| t.schedule_version).collect::<Vec<_>>())
-    .bind(items.iter().map(|(t, _, _)| t.trigger.as_str()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| t.project_id.to_string()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| *RunId::of_tick(t.id).as_uuid()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| *t.schedule_id.as_uuid()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| dt(t.nominal_time)).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| t.schedule_version).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| t.trigger.as_str()).collect::<Vec<_>>())
     .bind(dt(now))
-    .bind(items.iter().map(|(t, _, _)| t.shard as i32).collect::<Vec<_>>())
-    .bind(items.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
-    .bind(items.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(t, _)| t.shard as i32).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(_, l)| dt(l.until)).collect::<Vec<_>>())
+    .bind(inserts.iter().map(|(_, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     let created: HashSet<Uuid> = inserted.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
-    let mut found: HashMap<TickId, Begun> = inserted_begins(items, |id| created.contains(id.as_uuid()), now).collect();
-    let others: Vec<&(Tick, RunId, RunLease)> = items.iter().filter(|(t, _, _)| !found.contains_key(&t.id)).collect();
+    let mut found: HashMap<TickId, Begun> =
+        inserted_begins(&inserts, |id| created.contains(id.as_uuid()), now).collect();
+    let others: Vec<&(Tick, RunLease)> = items.iter().filter(|(t, _)| !found.contains_key(&t.id)).collect();
     if !others.is_empty() {
         // Take over what no live delivery holds (one row wins per run), then read back
         // who holds each.
         sqlx::query(
             "UPDATE runs SET lease_until = v.l, lease_owner = v.o \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS v(t, l, o) \
-             WHERE runs.tick_id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
+             WHERE runs.id = v.t AND runs.status NOT IN ('succeeded', 'failed', 'cancelled') \
              AND (runs.lease_owner IS NULL OR runs.lease_owner = v.o OR runs.parked OR runs.lease_until IS NULL \
              OR runs.lease_until < $4)",
         )
-        .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
-        .bind(others.iter().map(|(_, _, l)| dt(l.until)).collect::<Vec<_>>())
-        .bind(others.iter().map(|(_, _, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
+        .bind(others.iter().map(|(t, _)| *RunId::of_tick(t.id).as_uuid()).collect::<Vec<_>>())
+        .bind(others.iter().map(|(_, l)| dt(l.until)).collect::<Vec<_>>())
+        .bind(others.iter().map(|(_, l)| *l.owner.as_uuid()).collect::<Vec<_>>())
         .bind(dt(now))
         .execute(&mut *conn)
         .await?;
-        let rows = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ANY($1)")))
-            .bind(others.iter().map(|(t, _, _)| *t.id.as_uuid()).collect::<Vec<_>>())
+        let rows = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE id = ANY($1)")))
+            .bind(others.iter().map(|(t, _)| *RunId::of_tick(t.id).as_uuid()).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await?;
         for r in &rows {
@@ -251,18 +255,12 @@ async fn begin_runs_in(
             found.insert(b.run.tick_id, b);
         }
     }
-    begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
+    begin_results(items.iter().map(|(t, l)| (&t.id, l.owner)), found)
 }
 
 /// [`begin_runs_in`] for one tick.
-async fn begin_one_in(
-    conn: &mut sqlx::PgConnection,
-    tick: &Tick,
-    run_id: RunId,
-    lease: RunLease,
-    now: Timestamp,
-) -> Result<BeginRun> {
-    let mut out = begin_runs_in(conn, &[(tick.clone(), run_id, lease)], now).await?;
+async fn begin_one_in(conn: &mut sqlx::PgConnection, tick: &Tick, lease: RunLease, now: Timestamp) -> Result<BeginRun> {
+    let mut out = begin_runs_in(conn, &[(tick.clone(), lease)], now).await?;
     out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
 }
 
@@ -486,7 +484,7 @@ impl ScheduleStore for PgStore {
         sqlx::query(safe(format!(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = now() \
              WHERE schedule_id = $1 AND shard = $2 AND (state = 'planned' OR (state = 'published' \
-             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
             cursor_of("$2")
         )))
         .bind(id.as_uuid())
@@ -755,7 +753,7 @@ impl TickStore for PgStore {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.shard = ANY($1) AND t.state = 'planned' AND t.fire_time <= $2 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT $3"
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
         .bind(shard_list(shards))
         .bind(dt(until))
@@ -773,7 +771,7 @@ impl TickStore for PgStore {
              CROSS JOIN LATERAL (SELECT * FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
              AND t.published_at >= {cursor} AND t.published_at < $2) t \
              JOIN schedules s ON s.id = t.schedule_id \
-             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT $3"
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
         )))
         .bind(shard_list(shards))
         .bind(dt(before))
@@ -816,12 +814,12 @@ impl TickStore for PgStore {
                UNION SELECT t.id FROM UNNEST($1::int[]) AS c(shard) \
                  CROSS JOIN LATERAL (SELECT t.id FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
                  AND t.published_at >= {cursor}) t \
-               UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
+               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
                  AND NOT r.parked \
-               UNION SELECT r.tick_id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \
+               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \
              SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
              ORDER BY t.fire_time, t.id LIMIT $2"
         )))
         .bind(shard_list(shards))
@@ -848,7 +846,7 @@ impl TickStore for PgStore {
         let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
         sqlx::query(
             "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = now() \
-             WHERE id = ANY($1) AND state = 'published' AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+             WHERE id = ANY($1) AND state = 'published' AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
         )
         .bind(ids)
         .execute(&self.pool)
@@ -864,7 +862,7 @@ impl TickStore for PgStore {
         limit: u32,
     ) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE r.parked AND r.status = 'running' AND r.shard = ANY($1) AND r.next_attempt_at <= $2 \
              AND (r.dispatched_for IS DISTINCT FROM r.next_attempt_at OR r.dispatched_at < $3) \
              ORDER BY r.next_attempt_at LIMIT $4"
@@ -879,8 +877,8 @@ impl TickStore for PgStore {
     }
 
     async fn mark_dispatched(&self, ids: &[TickId], at: Timestamp) -> Result<()> {
-        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
-        sqlx::query("UPDATE runs SET dispatched_at = $2, dispatched_for = next_attempt_at WHERE tick_id = ANY($1)")
+        let ids: Vec<Uuid> = ids.iter().map(|i| *RunId::of_tick(*i).as_uuid()).collect();
+        sqlx::query("UPDATE runs SET dispatched_at = $2, dispatched_for = next_attempt_at WHERE id = ANY($1)")
             .bind(ids)
             .bind(dt(at))
             .execute(&self.pool)
@@ -890,7 +888,7 @@ impl TickStore for PgStore {
 
     async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE r.status IN ('pending', 'running') AND NOT r.parked AND r.shard = ANY($1) AND r.lease_until < $2 \
              ORDER BY r.lease_until LIMIT $3"
         )))
@@ -903,8 +901,8 @@ impl TickStore for PgStore {
     }
 
     async fn extend_leases(&self, ids: &[TickId], until: Timestamp) -> Result<()> {
-        let ids: Vec<Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
-        sqlx::query("UPDATE runs SET lease_until = $2, lease_owner = NULL WHERE tick_id = ANY($1)")
+        let ids: Vec<Uuid> = ids.iter().map(|i| *RunId::of_tick(*i).as_uuid()).collect();
+        sqlx::query("UPDATE runs SET lease_until = $2, lease_owner = NULL WHERE id = ANY($1)")
             .bind(ids)
             .bind(dt(until))
             .execute(&self.pool)
@@ -918,15 +916,15 @@ const RETRY_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, r.n
 
 #[async_trait]
 impl RunStore for PgStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
-        begin_one_in(&mut *self.pool.acquire().await?, tick, run_id, lease, now).await
+    async fn begin_run(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+        begin_one_in(&mut *self.pool.acquire().await?, tick, lease, now).await
     }
 
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
         self.record_attempts(std::slice::from_ref(rec)).await
     }
 
-    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let begun = match self.pool.acquire().await {
             Ok(mut conn) => begin_runs_in(&mut conn, items, now).await,
             Err(e) => Err(e.into()),
@@ -1015,26 +1013,20 @@ impl RunStore for PgStore {
         Ok(())
     }
 
-    async fn begin_run_exclusive(
-        &self,
-        tick: &Tick,
-        run_id: RunId,
-        now: Timestamp,
-        lease: RunLease,
-    ) -> Result<BeginRun> {
+    async fn begin_run_exclusive(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let mut tx = self.pool.begin().await?;
         // One transaction at a time per schedule, whichever worker runs it.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(tick.schedule_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE tick_id = $1)")
-            .bind(tick.id.as_uuid())
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
+            .bind(RunId::of_tick(tick.id).as_uuid())
             .fetch_one(&mut *tx)
             .await?;
         if exists {
             // A copy of a tick that has its run: the run decides (done, resumed or held).
-            let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
+            let out = begin_one_in(&mut tx, tick, lease, now).await?;
             tx.commit().await?;
             return Ok(out);
         }
@@ -1100,7 +1092,7 @@ impl RunStore for PgStore {
                 }
             }
         }
-        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
+        let out = begin_one_in(&mut tx, tick, lease, now).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -1111,9 +1103,9 @@ impl RunStore for PgStore {
         }
         sqlx::query(
             "UPDATE runs SET lease_until = $3, lease_owner = NULL FROM UNNEST($1::uuid[], $2::uuid[]) AS v(t, o) \
-             WHERE runs.tick_id = v.t AND runs.lease_owner = v.o AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
+             WHERE runs.id = v.t AND runs.lease_owner = v.o AND runs.status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
-        .bind(held.iter().map(|(t, _)| *t.as_uuid()).collect::<Vec<_>>())
+        .bind(held.iter().map(|(t, _)| *RunId::of_tick(*t).as_uuid()).collect::<Vec<_>>())
         .bind(held.iter().map(|(_, o)| *o.as_uuid()).collect::<Vec<_>>())
         .bind(dt(now))
         .execute(&self.pool)

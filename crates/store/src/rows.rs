@@ -230,7 +230,7 @@ pub(crate) const LEDGER_UPDATED_AT: &str = "CASE WHEN t.state IN ('planned', 'pu
      AND r.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(r.finished_at, t.updated_at) ELSE t.updated_at END";
 
 /// The join of the ledger's ticks `t` to the runs `r` their outcome may come from.
-pub(crate) const LEDGER_RUN: &str = "LEFT JOIN runs r ON r.tick_id = t.id AND t.state IN ('planned', 'published')";
+pub(crate) const LEDGER_RUN: &str = "LEFT JOIN runs r ON r.id = t.id AND t.state IN ('planned', 'published')";
 
 /// Returns the legacy id ([`TickId::scheduled_legacy`]) of planned tick `t` of `p` when it
 /// is a scheduled tick (not a ledger-only bound record): a plan commit records a fire time
@@ -381,9 +381,9 @@ impl Begun {
     /// The run a begin's insert just created, as the row holds it: built from what was
     /// inserted, so the insert returns only the ids of the runs it created rather than
     /// every column of every row.
-    fn inserted(tick: &cronhook_core::Tick, id: cronhook_core::RunId, now: Timestamp, lease: crate::RunLease) -> Self {
+    fn inserted(tick: &cronhook_core::Tick, now: Timestamp, lease: crate::RunLease) -> Self {
         let run = Run {
-            id,
+            id: RunId::of_tick(tick.id),
             project_id: tick.project_id.clone(),
             schedule_id: tick.schedule_id,
             tick_id: tick.id,
@@ -404,18 +404,27 @@ impl Begun {
     }
 }
 
-/// The begins of a batch whose runs its insert created (`created`: whether a run id is
-/// among those the insert returned), keyed by tick. Of two copies of one tick in a batch,
-/// only the one whose run was inserted is there.
-pub(crate) fn inserted_begins(
-    items: &[(cronhook_core::Tick, cronhook_core::RunId, crate::RunLease)],
-    created: impl Fn(&cronhook_core::RunId) -> bool,
+/// The begins of a batch that its insert may create: the first copy of each tick. Two
+/// copies of one tick name the same run, so only one of them goes into the insert, and
+/// which one created the run (with its lease owner) is then known.
+pub(crate) fn first_copies(
+    items: &[(cronhook_core::Tick, crate::RunLease)],
+) -> Vec<&(cronhook_core::Tick, crate::RunLease)> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items.iter().filter(|(t, _)| seen.insert(t.id)).collect()
+}
+
+/// The begins among `inserts` (see [`first_copies`]) whose runs the insert created
+/// (`created`: whether a run id is among those it returned), keyed by tick.
+pub(crate) fn inserted_begins<'a>(
+    inserts: &'a [&'a (cronhook_core::Tick, crate::RunLease)],
+    created: impl Fn(&RunId) -> bool + 'a,
     now: Timestamp,
-) -> impl Iterator<Item = (TickId, Begun)> {
-    items
+) -> impl Iterator<Item = (TickId, Begun)> + 'a {
+    inserts
         .iter()
-        .filter(move |(_, id, _)| created(id))
-        .map(move |(t, id, lease)| (t.id, Begun::inserted(t, *id, now, *lease)))
+        .filter(move |(t, _)| created(&RunId::of_tick(t.id)))
+        .map(move |(t, lease)| (t.id, Begun::inserted(t, now, *lease)))
 }
 
 /// What each begin of a batch found, in input order. The first begin whose owner created

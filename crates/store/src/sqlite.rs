@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::rows::{
     AttemptRow, Begun, EffectStep, LEDGER_RUN, LEDGER_STATE, LEDGER_UPDATED_AT, LedgerRow, OVERLAP_BUFFER_FULL,
-    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, i64_opt,
+    OVERLAP_CANCELLED, RunRow, ScheduleRow, TickRow, auto_pause_reason, begin_results, corrupt, first_copies, i64_opt,
     inserted_begins, last_error, legacy_of, overlap_reason_running, plan_effects, safe, stale_etag, statement_chunks,
     to_json,
 };
@@ -433,7 +433,7 @@ impl ScheduleStore for SqliteStore {
         sqlx::query(safe(format!(
             "UPDATE ticks SET state = 'cancelled', reason = 'schedule deleted', updated_at = ?2 \
              WHERE schedule_id = ?1 AND shard = ?3 AND (state = 'planned' OR (state = 'published' \
-             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+             AND published_at >= {})) AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
             cursor_of("?3")
         )))
         .bind(id.to_string())
@@ -534,7 +534,7 @@ impl TickStore for SqliteStore {
         let ticks = sqlx::query(
             "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks WHERE project_id IN (SELECT id FROM projects) \
              AND nominal_time < ?1 AND state NOT IN ('planned', 'published') AND updated_at < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id) LIMIT ?2)",
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id) LIMIT ?2)",
         )
         .bind(cutoff.as_millis())
         .bind(i64::from(limit))
@@ -718,7 +718,7 @@ impl TickStore for SqliteStore {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.shard IN (SELECT value FROM json_each(?1)) AND t.state = 'planned' AND t.fire_time <= ?2 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT ?3"
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
         .bind(until.as_millis())
@@ -736,7 +736,7 @@ impl TickStore for SqliteStore {
              JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
              AND t.published_at >= {cursor} AND t.published_at < ?2 \
              JOIN schedules s ON s.id = t.schedule_id \
-             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id) ORDER BY t.fire_time LIMIT ?3"
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT ?3"
         )))
         .bind(shard_json(shards))
         .bind(before.as_millis())
@@ -781,11 +781,11 @@ impl TickStore for SqliteStore {
                UNION SELECT t.id FROM json_each(?1) AS c \
                  JOIN ticks t ON t.shard = c.value AND t.state = 'published' \
                  AND t.published_at >= {cursor} \
-               UNION SELECT r.tick_id FROM runs r WHERE r.shard IN (SELECT value FROM json_each(?1)) \
+               UNION SELECT r.id FROM runs r WHERE r.shard IN (SELECT value FROM json_each(?1)) \
                  AND r.status IN ('pending', 'running')) \
              SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
              ORDER BY t.fire_time, t.id LIMIT ?2"
         )))
         .bind(shard_json(shards))
@@ -811,7 +811,7 @@ impl TickStore for SqliteStore {
         sqlx::query(
             "UPDATE ticks SET state = 'planned', published_at = NULL, updated_at = ?2 \
              WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'published' \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tick_id = ticks.id)",
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = ticks.id)",
         )
         .bind(id_json(ids))
         .bind(Timestamp::now().as_millis())
@@ -828,7 +828,7 @@ impl TickStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+            "SELECT {RETRY_COLS} FROM runs r JOIN ticks t ON t.id = r.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE r.parked AND r.status = 'running' AND r.shard IN (SELECT value FROM json_each(?1)) \
              AND r.next_attempt_at <= ?2 \
              AND (r.dispatched_for IS NOT r.next_attempt_at OR r.dispatched_at < ?3) \
@@ -845,7 +845,7 @@ impl TickStore for SqliteStore {
 
     async fn stuck_runs(&self, shards: &[u32], now: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.tick_id JOIN schedules s ON s.id = t.schedule_id \
+            "SELECT {TICK_COLS} FROM runs r JOIN ticks t ON t.id = r.id JOIN schedules s ON s.id = t.schedule_id \
              WHERE r.status IN ('pending', 'running') AND NOT r.parked AND r.shard IN (SELECT value FROM json_each(?1)) \
              AND r.lease_until < ?2 ORDER BY r.lease_until LIMIT ?3"
         )))
@@ -965,18 +965,19 @@ async fn record_attempts_in(tx: &mut sqlx::Transaction<'_, Sqlite>, recs: &[Atte
 /// run are taken over one by one where no live delivery holds them.
 async fn begin_runs_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    items: &[(Tick, RunId, RunLease)],
+    items: &[(Tick, RunLease)],
     now: Timestamp,
 ) -> Result<Vec<BeginRun>> {
     let mut found: HashMap<TickId, Begun> = HashMap::new();
-    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+    let inserts = first_copies(items);
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
              created_at, shard, lease_until, lease_owner) ",
         );
-        qb.push_values(chunk, |mut b, (t, id, lease)| {
+        qb.push_values(chunk, |mut b, (t, lease)| {
             b.push_bind(t.project_id.as_str())
-                .push_bind(id.to_string())
+                .push_bind(RunId::of_tick(t.id).to_string())
                 .push_bind(t.id.to_string())
                 .push_bind(t.schedule_id.to_string())
                 .push_bind(t.nominal_time.as_millis())
@@ -988,45 +989,45 @@ async fn begin_runs_in(
                 .push_bind(lease.until.as_millis())
                 .push_bind(id_text(lease.owner.as_uuid()));
         });
-        qb.push(" ON CONFLICT (tick_id) DO NOTHING RETURNING id");
+        // No conflict target: the id and the tick id (a unique column too) conflict together.
+        qb.push(" ON CONFLICT DO NOTHING RETURNING id");
         let created: HashSet<String> =
             qb.build().fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
         found.extend(inserted_begins(chunk, |id| created.contains(&id.to_string()), now));
     }
-    for (t, _, lease) in items {
+    for (t, lease) in items {
         if found.contains_key(&t.id) {
             continue;
         }
         // Taking over an unfinished run no live delivery holds renews its lease.
         sqlx::query(
-            "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE tick_id = ?1 \
+            "UPDATE runs SET lease_until = ?2, lease_owner = ?3 WHERE id = ?1 \
              AND status NOT IN ('succeeded', 'failed', 'cancelled') AND (lease_owner IS NULL OR lease_owner = ?3 \
              OR parked OR lease_until IS NULL OR lease_until < ?4)",
         )
-        .bind(t.id.to_string())
+        .bind(RunId::of_tick(t.id).to_string())
         .bind(lease.until.as_millis())
         .bind(id_text(lease.owner.as_uuid()))
         .bind(now.as_millis())
         .execute(&mut **tx)
         .await?;
-        let r = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE tick_id = ?1")))
-            .bind(t.id.to_string())
+        let r = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE id = ?1")))
+            .bind(RunId::of_tick(t.id).to_string())
             .fetch_one(&mut **tx)
             .await?;
         found.insert(t.id, begun_row(&r)?);
     }
-    begin_results(items.iter().map(|(t, _, l)| (&t.id, l.owner)), found)
+    begin_results(items.iter().map(|(t, l)| (&t.id, l.owner)), found)
 }
 
 /// [`begin_runs_in`] for one tick.
 async fn begin_one_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     tick: &Tick,
-    run_id: RunId,
     lease: RunLease,
     now: Timestamp,
 ) -> Result<BeginRun> {
-    let mut out = begin_runs_in(tx, &[(tick.clone(), run_id, lease)], now).await?;
+    let mut out = begin_runs_in(tx, &[(tick.clone(), lease)], now).await?;
     out.pop().ok_or_else(|| Error::Corrupt(format!("no begin result for tick {}", tick.id)))
 }
 
@@ -1042,16 +1043,16 @@ fn begun_row(r: &SqliteRow) -> Result<Begun> {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let mut tx = self.write_tx().await?;
-        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
+        let out = begin_one_in(&mut tx, tick, lease, now).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     /// One write transaction for the whole batch: SQLite has one writer, so a transaction
     /// per run would queue every worker task behind the write lock.
-    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         let mut tx = match self.write_tx().await {
             Ok(tx) => tx,
             Err(e) => return items.iter().map(|_| Err(Error::Corrupt(format!("batched begin_run: {e}")))).collect(),
@@ -1078,22 +1079,16 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn begin_run_exclusive(
-        &self,
-        tick: &Tick,
-        run_id: RunId,
-        now: Timestamp,
-        lease: RunLease,
-    ) -> Result<BeginRun> {
+    async fn begin_run_exclusive(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         // The write transaction serialises every writer: one decision at a time.
         let mut tx = self.write_tx().await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE tick_id = ?1)")
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)")
             .bind(tick.id.to_string())
             .fetch_one(&mut *tx)
             .await?;
         if exists {
             // A copy of a tick that has its run: the run decides (done, resumed or held).
-            let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
+            let out = begin_one_in(&mut tx, tick, lease, now).await?;
             tx.commit().await?;
             return Ok(out);
         }
@@ -1160,7 +1155,7 @@ impl RunStore for SqliteStore {
                 }
             }
         }
-        let out = begin_one_in(&mut tx, tick, run_id, lease, now).await?;
+        let out = begin_one_in(&mut tx, tick, lease, now).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -380,8 +380,7 @@ async fn outbox_publish_and_reconcile(st: Stores) {
     // published with no run: reconciliation candidates once the grace period passed
     assert!(st.ticks.ticks_without_run(&all, ms(100_000), 100).await.unwrap().is_empty());
     assert_eq!(st.ticks.ticks_without_run(&all, ms(100_001), 100).await.unwrap().len(), 2);
-    let BeginRun::Started(run) =
-        st.runs.begin_run(&pending[0], RunId::generate(), ms(100_002), new_lease(ms(1_000_000))).await.unwrap()
+    let BeginRun::Started(run) = st.runs.begin_run(&pending[0], ms(100_002), new_lease(ms(1_000_000))).await.unwrap()
     else {
         panic!("first begin_run must start")
     };
@@ -422,8 +421,7 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
 
     // one of them reached a worker and finished; producing the other failed
     let first = tick_of(&s, ms(5_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&first, RunId::generate(), ms(5_001), new_lease(FAR)).await.unwrap()
-    else {
+    let BeginRun::Started(run) = st.runs.begin_run(&first, ms(5_001), new_lease(FAR)).await.unwrap() else {
         panic!("first begin_run must start")
     };
     st.runs.record_attempt(&final_record(first.id, run.id, 1, RunStatus::Succeeded, Some(200), 5_010)).await.unwrap();
@@ -438,10 +436,7 @@ async fn ticks_published_at_commit_leave_the_outbox_and_return_if_unproduced(st:
     p.ticks[0].state = TickState::Published;
     st.ticks.commit_plan(s.shard, 1, &[p]).await.unwrap();
     let taken = tick_of(&s, ms(8_000));
-    assert!(matches!(
-        st.runs.begin_run(&taken, RunId::generate(), ms(8_001), new_lease(FAR)).await.unwrap(),
-        BeginRun::Started(_)
-    ));
+    assert!(matches!(st.runs.begin_run(&taken, ms(8_001), new_lease(FAR)).await.unwrap(), BeginRun::Started(_)));
     st.ticks.unmark_published(&[taken.id]).await.unwrap();
     assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().all(|t| t.id != taken.id));
     assert!(st.ticks.ticks_without_run(&all, now.add_millis(60_000), 100).await.unwrap().is_empty());
@@ -452,12 +447,11 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) =
-        st.runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await.unwrap()
-    else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, ms(5_001), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!("first begin_run must start")
     };
     assert_eq!((run.status, run.attempt_count, run.tick_id), (RunStatus::Pending, 0, t.id));
+    assert_eq!(run.id.as_uuid(), t.id.as_uuid(), "a run's id is its tick's");
     // the begin returns the run exactly as stored
     assert_eq!(st.runs.get_run(&project(), run.id).await.unwrap().0, run);
 
@@ -476,9 +470,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
         })
         .await
         .unwrap();
-    let BeginRun::Resume(resumed) =
-        st.runs.begin_run(&t, RunId::generate(), ms(5_500), new_lease(ms(1_000_000))).await.unwrap()
-    else {
+    let BeginRun::Resume(resumed) = st.runs.begin_run(&t, ms(5_500), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!("an unfinished run must be resumed")
     };
     assert_eq!((resumed.id, resumed.attempt_count, resumed.status), (run.id, 1, RunStatus::Running));
@@ -495,10 +487,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
     assert_eq!(done.finished_at, Some(ms(6_100)));
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[1], attempt(run.id, 2, Some(200)), "an attempt survives the round trip");
-    assert!(matches!(
-        st.runs.begin_run(&t, RunId::generate(), ms(7_000), new_lease(ms(1_000_000))).await.unwrap(),
-        BeginRun::Done(_)
-    ));
+    assert!(matches!(st.runs.begin_run(&t, ms(7_000), new_lease(ms(1_000_000))).await.unwrap(), BeginRun::Done(_)));
 
     // a late failure record cannot overwrite a final status
     let late = AttemptRecord { status: RunStatus::Failed, attempt: attempt(run.id, 3, None), ..rec };
@@ -513,9 +502,7 @@ async fn concurrent_begin_run_creates_one_run(st: Stores) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (runs, t) = (st.runs.clone(), t.clone());
-        tasks.push(tokio::spawn(async move {
-            runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await
-        }));
+        tasks.push(tokio::spawn(async move { runs.begin_run(&t, ms(5_001), new_lease(ms(1_000_000))).await }));
     }
     let mut started = 0;
     let mut ids = HashSet::new();
@@ -542,9 +529,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
     for i in 0..7 {
         for s in [&a, &b] {
             let t = tick_of(s, ms(10_000 + i * 1000));
-            let BeginRun::Started(r) =
-                st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(ms(1_000_000))).await.unwrap()
-            else {
+            let BeginRun::Started(r) = st.runs.begin_run(&t, ms(1), new_lease(ms(1_000_000))).await.unwrap() else {
                 panic!()
             };
             if i % 2 == 0 {
@@ -597,9 +582,7 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) =
-        st.runs.begin_run(&t, RunId::generate(), ms(5_001), new_lease(ms(1_000_000))).await.unwrap()
-    else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, ms(5_001), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!()
     };
     let park = |n: u32, at: i64| AttemptRecord {
@@ -630,7 +613,7 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
     );
     // a late copy of the tick finds the run parked and leaves it; the dispatched copy then
     // takes it, although the late copy's lease would still run
-    let copy = |at: i64| st.runs.begin_run(&t, RunId::generate(), ms(at), new_lease(ms(1_000_000)));
+    let copy = |at: i64| st.runs.begin_run(&t, ms(at), new_lease(ms(1_000_000)));
     assert!(matches!(copy(6_000).await.unwrap(), BeginRun::Resume(r) if r.parked));
     assert!(matches!(copy(60_000).await.unwrap(), BeginRun::Resume(_)), "nobody holds a parked run");
     // the next parked attempt is a new dispatch
@@ -647,9 +630,7 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     st.schedules.insert_schedule(&s).await.unwrap();
     let ticks: Vec<Tick> = (0..4).map(|i| tick_of(&s, ms(5_000 + i * 1000))).collect();
     // tick 0 already has a final run, tick 1 an unfinished one
-    let BeginRun::Started(done) =
-        st.runs.begin_run(&ticks[0], RunId::generate(), ms(1), new_lease(ms(1_000_000))).await.unwrap()
-    else {
+    let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], ms(1), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!()
     };
     let finish = |t: &Tick, run: RunId, n: u32| AttemptRecord {
@@ -665,17 +646,14 @@ async fn batched_run_writes_match_single_ones(st: Stores) {
     };
     st.runs.record_attempt(&finish(&ticks[0], done.id, 1)).await.unwrap();
     let holder = new_lease(ms(1_000_000));
-    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], RunId::generate(), ms(1), holder).await.unwrap() else {
-        panic!()
-    };
+    let BeginRun::Started(open) = st.runs.begin_run(&ticks[1], ms(1), holder).await.unwrap() else { panic!() };
 
     // a batch with every case: tick 1 by its holder (a retried write) and by another copy
     // (in either order), and the same new tick twice
-    let items: Vec<(Tick, RunId, RunLease)> =
-        [(1, None), (0, None), (1, Some(holder)), (2, None), (3, None), (3, None)]
-            .iter()
-            .map(|(i, l)| (ticks[*i].clone(), RunId::generate(), l.unwrap_or_else(|| new_lease(ms(1_000_000)))))
-            .collect();
+    let items: Vec<(Tick, RunLease)> = [(1, None), (0, None), (1, Some(holder)), (2, None), (3, None), (3, None)]
+        .iter()
+        .map(|(i, l)| (ticks[*i].clone(), l.unwrap_or_else(|| new_lease(ms(1_000_000)))))
+        .collect();
     let res: Vec<BeginRun> = st.runs.begin_runs(&items, ms(2)).await.into_iter().map(|r| r.unwrap()).collect();
     assert!(matches!(&res[0], BeginRun::Held(r) if r.id == open.id), "another copy finds it held: {:?}", res[0]);
     assert!(matches!(&res[1], BeginRun::Done(r) if r.id == done.id));
@@ -737,8 +715,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     ];
     let mut recs = Vec::new();
     for (t, ok, pause_after) in &plan {
-        let BeginRun::Started(run) = st.runs.begin_run(t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap()
-        else {
+        let BeginRun::Started(run) = st.runs.begin_run(t, ms(1), new_lease(FAR)).await.unwrap() else {
             panic!("new tick")
         };
         recs.push(AttemptRecord {
@@ -768,7 +745,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     );
     // one more failure of b makes two in a row
     let t = tick_of(&b, ms(9_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
     let fail = AttemptRecord { tick_id: t.id, attempt: attempt(run.id, 1, Some(500)), ..recs[1].clone() };
@@ -780,7 +757,7 @@ async fn one_run_twice_in_a_batch_is_written_in_order(st: Stores) {
     let s = schedule("a", Some(ms(5_000)));
     st.schedules.insert_schedule(&s).await.unwrap();
     let t = tick_of(&s, ms(5_000));
-    let BeginRun::Started(run) = st.runs.begin_run(&t, RunId::generate(), ms(1), new_lease(FAR)).await.unwrap() else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
     // two workers on one run (a redelivered tick): the record of attempt 2 (succeeded) and a
@@ -815,16 +792,11 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     let all: Vec<u32> = (0..SHARDS).collect();
     let t = tick_of(&s, ms(5_000));
     st.ticks.insert_tick(&t).await.unwrap();
-    let BeginRun::Started(run) =
-        st.runs.begin_run(&t, RunId::generate(), ms(5_000), new_lease(ms(10_000))).await.unwrap()
-    else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t, ms(5_000), new_lease(ms(10_000))).await.unwrap() else {
         panic!()
     };
     assert!(
-        matches!(
-            st.runs.begin_run(&t, RunId::generate(), ms(9_999), new_lease(ms(15_000))).await.unwrap(),
-            BeginRun::Held(_)
-        ),
+        matches!(st.runs.begin_run(&t, ms(9_999), new_lease(ms(15_000))).await.unwrap(), BeginRun::Held(_)),
         "another copy leaves a run its holder still has"
     );
     assert!(st.ticks.stuck_runs(&all, ms(10_000), 10).await.unwrap().is_empty(), "leased until 10 s, not by the copy");
@@ -834,16 +806,10 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     assert!(st.ticks.stuck_runs(&all, ms(19_999), 10).await.unwrap().is_empty(), "handed out once per lease");
     // the copy handed out takes it over at once (the handing out cleared the owner); a
     // second copy finds it held; once that lease runs out, the next copy takes it
-    assert!(matches!(
-        st.runs.begin_run(&t, RunId::generate(), ms(12_000), new_lease(ms(20_500))).await.unwrap(),
-        BeginRun::Resume(_)
-    ));
-    assert!(matches!(
-        st.runs.begin_run(&t, RunId::generate(), ms(13_000), new_lease(ms(30_000))).await.unwrap(),
-        BeginRun::Held(_)
-    ));
+    assert!(matches!(st.runs.begin_run(&t, ms(12_000), new_lease(ms(20_500))).await.unwrap(), BeginRun::Resume(_)));
+    assert!(matches!(st.runs.begin_run(&t, ms(13_000), new_lease(ms(30_000))).await.unwrap(), BeginRun::Held(_)));
     let taker = new_lease(ms(30_000));
-    assert!(matches!(st.runs.begin_run(&t, RunId::generate(), ms(21_000), taker).await.unwrap(), BeginRun::Resume(_)));
+    assert!(matches!(st.runs.begin_run(&t, ms(21_000), taker).await.unwrap(), BeginRun::Resume(_)));
     assert!(st.ticks.stuck_runs(&all, ms(29_999), 10).await.unwrap().is_empty());
     // a recorded attempt with an in-memory retry carries the lease on
     let rec = AttemptRecord {
@@ -859,7 +825,7 @@ async fn runs_whose_lease_ran_out_are_handed_out_again(st: Stores) {
     };
     st.runs.record_attempt(&rec).await.unwrap();
     assert!(st.ticks.stuck_runs(&all, ms(39_999), 10).await.unwrap().is_empty());
-    let copy = || st.runs.begin_run(&t, RunId::generate(), ms(35_000), new_lease(ms(50_000)));
+    let copy = || st.runs.begin_run(&t, ms(35_000), new_lease(ms(50_000)));
     assert!(matches!(copy().await.unwrap(), BeginRun::Held(_)), "the attempt record keeps the holder");
     // a stopping worker releases what it holds, and only that: the next copy takes it at once
     st.runs.release_runs(&[(t.id, LeaseOwner::generate())], ms(35_000)).await.unwrap();
@@ -905,9 +871,7 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
 
     // a delivered tick with its run; then retention with a cutoff in the future of it all
     let t3 = tick_of(&s, ms(3_000));
-    let BeginRun::Started(run) =
-        st.runs.begin_run(&t3, RunId::generate(), ms(3_001), new_lease(ms(1_000_000))).await.unwrap()
-    else {
+    let BeginRun::Started(run) = st.runs.begin_run(&t3, ms(3_001), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!()
     };
     let done = final_record(t3.id, run.id, 1, RunStatus::Succeeded, Some(200), 3_100);
@@ -928,17 +892,17 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
     let left = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
     assert_eq!(left.iter().map(|t| t.state).collect::<Vec<_>>(), [TickState::Planned], "open ticks are kept");
 
-    // The purged run's attempt went with it: a new run under the same id has none. An
-    // attempt recorded for a run that does not exist is not stored either.
-    let t4 = tick_of(&s, ms(4_000));
+    // The purged run's attempt went with it: a new run of the same tick, under the same
+    // id, has none. An attempt recorded for a run that does not exist is not stored either.
     let lease = new_lease(ms(1_000_000));
-    assert!(matches!(st.runs.begin_run(&t4, run.id, ms(4_001), lease).await.unwrap(), BeginRun::Started(_)));
+    let BeginRun::Started(again) = st.runs.begin_run(&t3, ms(4_001), lease).await.unwrap() else { panic!() };
+    assert_eq!(again.id, run.id, "a run's id is its tick's");
     assert!(st.runs.get_run(&project(), run.id).await.unwrap().1.is_empty(), "no attempt outlives its run");
-    let ghost = RunId::generate();
+    let t5 = tick_of(&s, ms(5_000));
+    let ghost = RunId::of_tick(t5.id);
     let orphan = AttemptRecord { attempt: attempt(ghost, 1, Some(200)), ..done };
     st.runs.record_attempt(&orphan).await.unwrap();
-    let t5 = tick_of(&s, ms(5_000));
-    assert!(matches!(st.runs.begin_run(&t5, ghost, ms(5_001), lease).await.unwrap(), BeginRun::Started(_)));
+    assert!(matches!(st.runs.begin_run(&t5, ms(5_001), lease).await.unwrap(), BeginRun::Started(_)));
     assert!(st.runs.get_run(&project(), ghost).await.unwrap().1.is_empty(), "no attempt without its run");
 }
 
@@ -963,7 +927,7 @@ async fn overlap_policies_are_race_free(st: Stores) {
     let mut tasks = Vec::new();
     for t in ticks.clone() {
         let runs = st.runs.clone();
-        tasks.push(tokio::spawn(async move { runs.begin_run_exclusive(&t, RunId::generate(), ms(1), lease).await }));
+        tasks.push(tokio::spawn(async move { runs.begin_run_exclusive(&t, ms(1), lease).await }));
     }
     let mut started = Vec::new();
     let mut skipped = 0;
@@ -988,14 +952,8 @@ async fn overlap_policies_are_race_free(st: Stores) {
     for t in [&b1, &b2] {
         st.ticks.insert_tick(t).await.unwrap();
     }
-    assert!(matches!(
-        st.runs.begin_run_exclusive(&b1, RunId::generate(), ms(2), lease).await.unwrap(),
-        BeginRun::Buffered
-    ));
-    assert!(matches!(
-        st.runs.begin_run_exclusive(&b2, RunId::generate(), ms(2), lease).await.unwrap(),
-        BeginRun::Skipped(_)
-    ));
+    assert!(matches!(st.runs.begin_run_exclusive(&b1, ms(2), lease).await.unwrap(), BeginRun::Buffered));
+    assert!(matches!(st.runs.begin_run_exclusive(&b2, ms(2), lease).await.unwrap(), BeginRun::Skipped(_)));
     assert_eq!(state(b1.id).await.unwrap().0, TickState::Buffered);
     let done = AttemptRecord {
         effects: Some(cronhook_store::RunEffects { schedule_id: s.id, auto_pause_after: 0, notification: None }),
@@ -1005,17 +963,14 @@ async fn overlap_policies_are_race_free(st: Stores) {
     assert_eq!(state(b1.id).await.unwrap().0, TickState::Planned, "released to the outbox");
     let all: Vec<u32> = (0..SHARDS).collect();
     assert!(st.ticks.ticks_to_publish(&all, FAR, 100).await.unwrap().iter().any(|t| t.id == b1.id));
-    let BeginRun::Started(r1) = st.runs.begin_run_exclusive(&b1, RunId::generate(), ms(4), lease).await.unwrap() else {
+    let BeginRun::Started(r1) = st.runs.begin_run_exclusive(&b1, ms(4), lease).await.unwrap() else {
         panic!("the released tick runs")
     };
 
     // cancel_previous: the running run is cancelled, the new one starts
     let c = tick(40_000, OverlapPolicy::CancelPrevious);
     st.ticks.insert_tick(&c).await.unwrap();
-    assert!(matches!(
-        st.runs.begin_run_exclusive(&c, RunId::generate(), ms(5), lease).await.unwrap(),
-        BeginRun::Started(_)
-    ));
+    assert!(matches!(st.runs.begin_run_exclusive(&c, ms(5), lease).await.unwrap(), BeginRun::Started(_)));
     assert_eq!(st.runs.run_status(&project(), r1.id).await.unwrap(), RunStatus::Cancelled);
     let (cancelled, _) = st.runs.get_run(&project(), r1.id).await.unwrap();
     assert!(cancelled.last_error.unwrap().contains("cancel_previous"));
@@ -1023,17 +978,11 @@ async fn overlap_policies_are_race_free(st: Stores) {
 
     // allow: runs side by side; a redelivered tick finds its own run
     let a = tick(50_000, OverlapPolicy::Allow);
-    assert!(matches!(
-        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(6), lease).await.unwrap(),
-        BeginRun::Started(_)
-    ));
-    assert!(matches!(
-        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(7), lease).await.unwrap(),
-        BeginRun::Resume(_)
-    ));
+    assert!(matches!(st.runs.begin_run_exclusive(&a, ms(6), lease).await.unwrap(), BeginRun::Started(_)));
+    assert!(matches!(st.runs.begin_run_exclusive(&a, ms(7), lease).await.unwrap(), BeginRun::Resume(_)));
     // another copy of it finds it held by the first
     assert!(matches!(
-        st.runs.begin_run_exclusive(&a, RunId::generate(), ms(8), new_lease(ms(1_000_000))).await.unwrap(),
+        st.runs.begin_run_exclusive(&a, ms(8), new_lease(ms(1_000_000))).await.unwrap(),
         BeginRun::Held(_)
     ));
 }
@@ -1051,9 +1000,7 @@ async fn a_tick_outcome_is_its_runs_and_reconciliation_reads_from_its_cursor(st:
     st.ticks.mark_published(&[t[0].id, t[1].id, t[2].id], ms(10_000)).await.unwrap();
     // tick 0 is delivered; tick 3 was produced and delivered before it was marked published
     for (tick, status) in [(&t[0], RunStatus::Succeeded), (&t[3], RunStatus::Failed)] {
-        let BeginRun::Started(run) =
-            st.runs.begin_run(tick, RunId::generate(), ms(10_001), new_lease(FAR)).await.unwrap()
-        else {
+        let BeginRun::Started(run) = st.runs.begin_run(tick, ms(10_001), new_lease(FAR)).await.unwrap() else {
             panic!()
         };
         let http = if status == RunStatus::Succeeded { 200 } else { 404 };

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 enum Op {
-    Begin(Box<Tick>, RunId, Timestamp, RunLease, oneshot::Sender<Result<BeginRun>>),
+    Begin(Box<Tick>, Timestamp, RunLease, oneshot::Sender<Result<BeginRun>>),
     Record(Box<AttemptRecord>, oneshot::Sender<Result<()>>),
 }
 
@@ -98,9 +98,9 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Queued>, max_batch
         let mut now = Timestamp::from_millis(0);
         for op in ops {
             match op {
-                Op::Begin(t, id, at, lease, reply) => {
+                Op::Begin(t, at, lease, reply) => {
                     now = now.max(at);
-                    begins.push((*t, id, lease));
+                    begins.push((*t, lease));
                     begin_replies.push(reply);
                 }
                 Op::Record(r, reply) => {
@@ -139,9 +139,9 @@ async fn run(inner: Arc<dyn RunStore>, mut rx: mpsc::Receiver<Queued>, max_batch
 
 #[async_trait]
 impl RunStore for BatchingRunStore {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+    async fn begin_run(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         let (tx, rx) = oneshot::channel();
-        self.queue(Op::Begin(Box::new(tick.clone()), run_id, now, lease, tx), self.begin_wait(tick)).await?;
+        self.queue(Op::Begin(Box::new(tick.clone()), now, lease, tx), self.begin_wait(tick)).await?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -151,14 +151,8 @@ impl RunStore for BatchingRunStore {
         rx.await.map_err(|_| closed())?
     }
 
-    async fn begin_run_exclusive(
-        &self,
-        tick: &Tick,
-        run_id: RunId,
-        now: Timestamp,
-        lease: RunLease,
-    ) -> Result<BeginRun> {
-        self.inner.begin_run_exclusive(tick, run_id, now, lease).await
+    async fn begin_run_exclusive(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+        self.inner.begin_run_exclusive(tick, now, lease).await
     }
 
     async fn release_runs(&self, held: &[(TickId, LeaseOwner)], now: Timestamp) -> Result<()> {

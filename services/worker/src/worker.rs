@@ -169,9 +169,9 @@ impl Worker {
                 let lease = RunLease { owner, until: self.lease_from(tick, now.max(tick.fire_time)) };
                 async move {
                     if exclusive {
-                        self.runs.begin_run_exclusive(tick, RunId::generate(), now, lease).await
+                        self.runs.begin_run_exclusive(tick, now, lease).await
                     } else {
-                        self.runs.begin_run(tick, RunId::generate(), now, lease).await
+                        self.runs.begin_run(tick, now, lease).await
                     }
                 }
             })

@@ -23,19 +23,19 @@ struct Counting {
 
 #[async_trait]
 impl RunStore for Counting {
-    async fn begin_run(&self, tick: &Tick, run_id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
-        self.inner.begin_run(tick, run_id, now, lease).await
+    async fn begin_run(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+        self.inner.begin_run(tick, now, lease).await
     }
     async fn record_attempt(&self, rec: &AttemptRecord) -> Result<()> {
         self.inner.record_attempt(rec).await
     }
-    async fn begin_run_exclusive(&self, t: &Tick, id: RunId, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
-        self.inner.begin_run_exclusive(t, id, now, lease).await
+    async fn begin_run_exclusive(&self, t: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
+        self.inner.begin_run_exclusive(t, now, lease).await
     }
     async fn run_status(&self, project: &ProjectId, id: RunId) -> Result<RunStatus> {
         self.inner.run_status(project, id).await
     }
-    async fn begin_runs(&self, items: &[(Tick, RunId, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
+    async fn begin_runs(&self, items: &[(Tick, RunLease)], now: Timestamp) -> Vec<Result<BeginRun>> {
         self.begins.lock().unwrap().push(items.len());
         self.inner.begin_runs(items, now).await
     }
@@ -129,8 +129,7 @@ fn lease() -> RunLease {
 
 /// Begins the run of `t` directly in the inner store.
 async fn started(c: &Counting, t: &Tick) -> RunId {
-    let BeginRun::Started(run) = c.inner.begin_run(t, RunId::generate(), Timestamp::now(), lease()).await.unwrap()
-    else {
+    let BeginRun::Started(run) = c.inner.begin_run(t, Timestamp::now(), lease()).await.unwrap() else {
         panic!("a new tick starts")
     };
     run.id
@@ -172,13 +171,13 @@ async fn a_begin_due_now_writes_its_batch_at_once() {
     // a begin due a minute from now may wait: it is still pending half a second later
     let later = tick(s, now.add_millis(60_000), now.add_millis(60_000));
     let b = batcher.clone();
-    let early = tokio::spawn(async move { b.begin_run(&later, RunId::generate(), Timestamp::now(), lease()).await });
+    let early = tokio::spawn(async move { b.begin_run(&later, Timestamp::now(), lease()).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!early.is_finished(), "a begin due in a minute waits for company");
     // a begin due now joins it, and the batch is written without waiting out the relaxed linger
     let t0 = Instant::now();
     let due = tick(s, now, now);
-    let begun = batcher.begin_run(&due, RunId::generate(), Timestamp::now(), lease()).await.unwrap();
+    let begun = batcher.begin_run(&due, Timestamp::now(), lease()).await.unwrap();
     assert!(matches!(begun, BeginRun::Started(_)));
     assert!(matches!(early.await.unwrap().unwrap(), BeginRun::Started(_)));
     assert!(t0.elapsed() < relaxed / 2, "written after {:?}, not after the relaxed {relaxed:?}", t0.elapsed());

@@ -2,6 +2,11 @@ use super::*;
 use cronhook_core::{Header, HttpMethod, HttpTarget, ProjectId, RetryPolicy, ScheduleId, TickId, TriggerKind};
 use cronhook_test_utils::sink::WebhookSink;
 
+/// The first attempt of the run of `t`.
+async fn send_first(sender: &HttpSender, t: Tick) -> SendResult {
+    sender.send(&t, RunId::of_tick(t.id), 1).await
+}
+
 fn tick(url: String) -> Tick {
     let s = ScheduleId::generate();
     let at = Timestamp::from_millis(1_700_000_000_123);
@@ -39,7 +44,7 @@ async fn sends_cronhook_headers_and_records_the_exchange() {
     let sink = WebhookSink::start().await.unwrap();
     let sender = HttpSender::new(SenderConfig::default()).unwrap();
     let t = tick(sink.url("/hook"));
-    let run = RunId::generate();
+    let run = RunId::of_tick(t.id);
     let r = sender.send(&t, run, 1).await;
     assert_eq!(r.verdict, Verdict::Success);
     let got = &sink.received()[0];
@@ -69,17 +74,17 @@ async fn classifies_failures() {
     let sink = WebhookSink::start().await.unwrap();
     let sender = HttpSender::new(SenderConfig::default()).unwrap();
     sink.respond_with(503);
-    let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
+    let r = send_first(&sender, tick(sink.url("/"))).await;
     assert!(matches!(r.verdict, Verdict::Retry { .. }));
     assert_eq!(r.attempt.error_code.as_deref(), Some("http_status"));
     sink.respond_with(404);
-    let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
+    let r = send_first(&sender, tick(sink.url("/"))).await;
     assert!(matches!(r.verdict, Verdict::Fail { .. }));
 
     // nothing listens on the port of a dropped listener (a fresh sender: no pooled connection)
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let fresh = HttpSender::new(SenderConfig::default()).unwrap();
-    let r = fresh.send(&tick(format!("http://127.0.0.1:{port}/")), RunId::generate(), 1).await;
+    let r = send_first(&fresh, tick(format!("http://127.0.0.1:{port}/"))).await;
     assert!(matches!(r.verdict, Verdict::Retry { .. }));
     assert_eq!(r.attempt.error_code.as_deref(), Some("connect"), "{:?}", r.attempt.error_message);
     assert_eq!(r.attempt.response_status, None);
@@ -89,7 +94,7 @@ async fn classifies_failures() {
 async fn caps_the_captured_body() {
     let sink = WebhookSink::start().await.unwrap();
     let sender = HttpSender::new(SenderConfig { max_response_body: 4, ..SenderConfig::default() }).unwrap();
-    let r = sender.send(&tick(sink.url("/")), RunId::generate(), 1).await;
+    let r = send_first(&sender, tick(sink.url("/"))).await;
     assert_eq!(r.attempt.response_body, b"{\"ok");
     assert!(r.attempt.response_body_truncated);
     assert_eq!(r.verdict, Verdict::Success);
