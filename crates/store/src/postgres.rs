@@ -50,12 +50,54 @@ const SCHEDULE_COLS: &str = "project_id, id, definition::text AS definition, sta
                              runs_left, version, shard, created_at, updated_at";
 const TICK_COLS: &str = "t.project_id, t.id, t.schedule_id, t.nominal_time, t.fire_time, t.trigger, \
                          t.schedule_version, t.shard, t.epoch, s.definition::text AS definition, t.target_override::text AS target_override, t.overlap";
-/// The reconciliation cursor of shard `shard` (an SQL expression; migration 0014), as a
-/// scalar subquery: in a `LATERAL` scan of `ticks_published`, Postgres then bounds the
-/// index scan with it; as a join condition on a `LEFT JOIN` of the cursors it only
-/// filtered the whole range.
+/// True for a tick `t` without a run: a scalar subquery, which Postgres runs as one probe of
+/// the runs' primary key per tick. As `NOT EXISTS` it may become a hash anti join that
+/// reads every run (30 days of them) in each pass, or once per shard: a reconciliation
+/// pass in a 10k/s benchmark ran for 43 s that way, with the planner stalled.
+const NO_RUN: &str = "(SELECT r.id FROM runs r WHERE r.id = t.id) IS NULL";
+
+/// The reconciliation cursor of shard `shard` (an SQL expression; migration 0014).
 fn cursor_of(shard: &str) -> String {
     format!("COALESCE((SELECT rc.published_before FROM reconcile_cursors rc WHERE rc.shard = {shard}), '-infinity')")
+}
+
+/// A `FROM` list of the ticks `t` (columns `cols`) that the shards `$1` published since
+/// their reconciliation cursors, with more conditions `and` on them: one range scan of
+/// `ticks_published` per shard. `OFFSET 0` keeps Postgres from flattening the `LATERAL`
+/// subquery into a join, where the cursor became a join filter over every published tick
+/// whenever the statistics made that look cheaper (1-2.6 s a pass, growing, in a 10k/s
+/// benchmark, with the planner stalled meanwhile).
+fn published_since_cursor(cols: &str, and: &str) -> String {
+    format!(
+        "UNNEST($1::int[]) AS c(shard) LEFT JOIN reconcile_cursors rc ON rc.shard = c.shard \
+         CROSS JOIN LATERAL (SELECT {cols} FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
+         AND t.published_at >= COALESCE(rc.published_before, '-infinity') {and} OFFSET 0) t"
+    )
+}
+/// [`TickStore::ticks_without_run`]'s scan: `$1` shards, `$2` published before, `$3` limit.
+fn ticks_without_run_sql() -> String {
+    let since = published_since_cursor("t.*", &format!("AND t.published_at < $2 AND {NO_RUN}"));
+    format!(
+        "SELECT {TICK_COLS}, t.published_at FROM {since} \
+         JOIN schedules s ON s.id = t.schedule_id ORDER BY t.fire_time LIMIT $3"
+    )
+}
+
+/// [`TickStore::unfinished_ticks`]'s scan: `$1` shards, `$2` limit.
+fn unfinished_ticks_sql() -> String {
+    let since = published_since_cursor("t.id", "");
+    format!(
+        "WITH ids AS ( \
+           SELECT t.id FROM ticks t WHERE t.shard = ANY($1) AND t.state = 'planned' \
+           UNION SELECT t.id FROM {since} \
+           UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
+             AND NOT r.parked \
+           UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \
+         SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
+         WHERE t.state IN ('planned', 'published') \
+         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
+         ORDER BY t.fire_time, t.id LIMIT $2"
+    )
 }
 
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
@@ -753,7 +795,7 @@ impl TickStore for PgStore {
         let rows = sqlx::query(safe(format!(
             "SELECT {TICK_COLS} FROM ticks t JOIN schedules s ON s.id = t.schedule_id \
              WHERE t.shard = ANY($1) AND t.state = 'planned' AND t.fire_time <= $2 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
+             AND {NO_RUN} ORDER BY t.fire_time LIMIT $3"
         )))
         .bind(shard_list(shards))
         .bind(dt(until))
@@ -765,19 +807,12 @@ impl TickStore for PgStore {
 
     async fn ticks_without_run(&self, shards: &[u32], before: Timestamp, limit: u32) -> Result<Vec<Tick>> {
         // From each shard's cursor on: every tick published before it has a run.
-        let cursor = cursor_of("c.shard");
-        let rows = sqlx::query(safe(format!(
-            "SELECT {TICK_COLS}, t.published_at FROM UNNEST($1::int[]) AS c(shard) \
-             CROSS JOIN LATERAL (SELECT * FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
-             AND t.published_at >= {cursor} AND t.published_at < $2) t \
-             JOIN schedules s ON s.id = t.schedule_id \
-             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id) ORDER BY t.fire_time LIMIT $3"
-        )))
-        .bind(shard_list(shards))
-        .bind(dt(before))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(safe(ticks_without_run_sql()))
+            .bind(shard_list(shards))
+            .bind(dt(before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         let ticks: Vec<Tick> = rows.iter().map(tick_row).collect::<Result<_>>()?;
         if ticks.len() < limit as usize {
             // Every run-less tick in range was read: each shard's cursor moves to its oldest
@@ -807,25 +842,11 @@ impl TickStore for PgStore {
     async fn unfinished_ticks(&self, shards: &[u32], limit: u32) -> Result<Vec<Tick>> {
         // The outbox, what was published since each shard's reconciliation cursor, and the
         // ticks of unfinished runs (a published tick stays `published` once delivered).
-        let cursor = cursor_of("c.shard");
-        let rows = sqlx::query(safe(format!(
-            "WITH ids AS ( \
-               SELECT t.id FROM ticks t WHERE t.shard = ANY($1) AND t.state = 'planned' \
-               UNION SELECT t.id FROM UNNEST($1::int[]) AS c(shard) \
-                 CROSS JOIN LATERAL (SELECT t.id FROM ticks t WHERE t.shard = c.shard AND t.state = 'published' \
-                 AND t.published_at >= {cursor}) t \
-               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.status IN ('pending', 'running') \
-                 AND NOT r.parked \
-               UNION SELECT r.id FROM runs r WHERE r.shard = ANY($1) AND r.parked) \
-             SELECT {TICK_COLS} FROM ids JOIN ticks t ON t.id = ids.id JOIN schedules s ON s.id = t.schedule_id \
-             WHERE t.state IN ('planned', 'published') \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.id AND r.status IN ('succeeded', 'failed', 'cancelled')) \
-             ORDER BY t.fire_time, t.id LIMIT $2"
-        )))
-        .bind(shard_list(shards))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(safe(unfinished_ticks_sql()))
+            .bind(shard_list(shards))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(tick_row).collect()
     }
 
@@ -1178,5 +1199,39 @@ impl RunStore for PgStore {
         qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+    use super::*;
+
+    /// Returns the plan of `sql` for shards 0-3 (`with_before`: a `$2` instant before `$3`).
+    async fn plan_of(pool: &PgPool, sql: &str, with_before: bool) -> Vec<String> {
+        let q = sqlx::query_scalar::<_, String>(safe(format!("EXPLAIN {sql}"))).bind(vec![0i32, 1, 2, 3]);
+        let q = if with_before { q.bind(Utc::now()).bind(500i64) } else { q.bind(500i64) };
+        q.fetch_all(pool).await.unwrap()
+    }
+
+    /// The scans the planner runs on every pass or reconciliation have plans that do not
+    /// grow with the tables, whatever their statistics (here those of empty tables, the
+    /// state in which Postgres picked the plans that stalled a 10k/s benchmark's planner):
+    /// each shard's published ticks are read from its cursor on as an index range, and a
+    /// tick's run is looked up by one probe of its primary key, never by a join over runs.
+    #[tokio::test]
+    async fn planner_scans_read_index_ranges_and_probe_runs_by_key() {
+        let url = cronhook_test_utils::postgres::fresh_database_url().await.unwrap();
+        let store = PgStore::connect(&url, 4).await.unwrap();
+        let reconcile = plan_of(&store.pool, &ticks_without_run_sql(), true).await;
+        let unfinished = plan_of(&store.pool, &unfinished_ticks_sql(), false).await;
+        for plan in [&reconcile, &unfinished] {
+            let cursor: Vec<&String> = plan.iter().filter(|l| l.contains("rc.published_before")).collect();
+            assert!(!cursor.is_empty() && cursor.iter().all(|l| l.contains("Index Cond")), "{plan:#?}");
+        }
+        assert!(reconcile.iter().any(|l| l.contains("SubPlan")), "{reconcile:#?}");
+        let joins_runs = |l: &String| l.contains("Anti Join") || l.contains("Seq Scan on runs");
+        assert!(!reconcile.iter().any(joins_runs), "{reconcile:#?}");
     }
 }
