@@ -74,6 +74,7 @@ fn published_since_cursor(cols: &str, and: &str) -> String {
          AND t.published_at >= COALESCE(rc.published_before, '-infinity') {and} OFFSET 0) t"
     )
 }
+
 /// [`TickStore::ticks_without_run`]'s scan: `$1` shards, `$2` published before, `$3` limit.
 fn ticks_without_run_sql() -> String {
     let since = published_since_cursor("t.*", &format!("AND t.published_at < $2 AND {NO_RUN}"));
@@ -202,7 +203,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// cutoff.
 const PURGE_RUNS: &str = "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
      WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 AND finished_at < $1 LIMIT $2) \
-     RETURNING id, tick_id";
+     RETURNING id";
 /// See [`PURGE_RUNS`]; a tick goes only once its run is gone.
 const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
      WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 \
@@ -599,17 +600,12 @@ impl TickStore for PgStore {
         // attempts go with their runs (no foreign key: migration 0011); ticks only once
         // their run is gone
         let mut tx = self.pool.begin().await?;
-        let (runs, ticks): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as::<_, (Uuid, Uuid)>(PURGE_RUNS)
-            .bind(dt(cutoff))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .unzip();
+        let runs: Vec<Uuid> =
+            sqlx::query_scalar(PURGE_RUNS).bind(dt(cutoff)).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
         sqlx::query("DELETE FROM attempts WHERE run_id = ANY($1)").bind(&runs).execute(&mut *tx).await?;
-        // A tick whose outcome was its run's (LEDGER_STATE) goes with it.
+        // A tick whose outcome was its run's (LEDGER_STATE) goes with it (a run's id is its tick's).
         let with_runs = sqlx::query("DELETE FROM ticks WHERE id = ANY($1) AND state IN ('planned', 'published')")
-            .bind(&ticks)
+            .bind(&runs)
             .execute(&mut *tx)
             .await?
             .rows_affected();

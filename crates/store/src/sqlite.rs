@@ -516,17 +516,17 @@ impl TickStore for SqliteStore {
         // through the ledger's (project_id, nominal_time) indexes, as on Postgres
         let runs: Vec<String> = sqlx::query_scalar(
             "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE project_id IN (SELECT id FROM projects) \
-             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2) RETURNING tick_id",
+             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2) RETURNING id",
         )
         .bind(cutoff.as_millis())
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        // A tick whose outcome was its run's (LEDGER_STATE) goes with it.
+        // A tick whose outcome was its run's (LEDGER_STATE) goes with it (a run's id is its tick's).
         let with_runs = sqlx::query(
             "DELETE FROM ticks WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('planned', 'published')",
         )
-        .bind(serde_json::to_string(&runs).map_err(|e| Error::Corrupt(e.to_string()))?)
+        .bind(to_json(&runs)?)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -617,24 +617,23 @@ impl TickStore for SqliteStore {
                 out.fenced.push((shard, epoch));
             }
         }
-        // Fire times in the past may have a tick an older release recorded under its legacy id.
-        let legacy: Vec<String> = plan
+        // Fire times in the past may have a tick an older release recorded under its legacy
+        // id: those ticks are not recorded again (`recorded` holds their new ids).
+        let legacy: HashMap<String, TickId> = plan
             .iter()
             .filter(|p| valid.contains_key(&p.shard))
             .flat_map(|p| p.ticks.iter().filter(|t| t.nominal_time.as_millis() <= now).map(move |t| (p, t)))
-            .filter_map(|(p, t)| legacy_of(p, t))
-            .map(|l| l.to_string())
+            .filter_map(|(p, t)| legacy_of(p, t).map(|l| (l.to_string(), t.id)))
             .collect();
-        let recorded: HashSet<String> = if legacy.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar("SELECT id FROM ticks WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(to_json(&legacy)?)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect()
-        };
+        let mut recorded: HashSet<TickId> = HashSet::new();
+        if !legacy.is_empty() {
+            let found: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM ticks WHERE id IN (SELECT value FROM json_each(?1))")
+                    .bind(to_json(&legacy.keys().collect::<Vec<_>>())?)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            recorded.extend(found.iter().filter_map(|l| legacy.get(l)));
+        }
         for p in plan {
             let Some(&epoch) = valid.get(&p.shard) else { continue };
             let shard = p.shard;
@@ -660,11 +659,7 @@ impl TickStore for SqliteStore {
             }
             out.advanced += 1;
             // 14 bound values per row, SQLite allows 32766 per statement.
-            let ticks: Vec<&PlannedTick> = p
-                .ticks
-                .iter()
-                .filter(|t| recorded.is_empty() || legacy_of(p, t).is_none_or(|l| !recorded.contains(&l.to_string())))
-                .collect();
+            let ticks: Vec<&PlannedTick> = p.ticks.iter().filter(|t| !recorded.contains(&t.id)).collect();
             for chunk in ticks.chunks(500) {
                 let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                     "INSERT INTO ticks (project_id, id, schedule_id, nominal_time, fire_time, trigger, \
