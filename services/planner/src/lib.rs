@@ -8,8 +8,9 @@
 //!    look-ahead are recorded as published,
 //! 4. produces those to the queue (putting them back in the outbox if that fails), and
 //!    publishes what waits in the outbox (paced catch-up, earlier failures), marking it,
-//! 5. now and then, republishes published ticks that still have no run after a grace
-//!    period (reconciliation: even a queue that loses messages cannot lose a tick).
+//! 5. now and then, on its own task beside steps 1-4 so that it never delays a due
+//!    tick, republishes published ticks that still have no run after a grace period
+//!    (reconciliation: even a queue that loses messages cannot lose a tick).
 //!
 //! A shard whose write is rejected as fenced is dropped at once: another planner owns it.
 

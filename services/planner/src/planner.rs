@@ -8,6 +8,7 @@ use cronhook_election::ShardLeases;
 use cronhook_queue::TickPublisher;
 use cronhook_store::{PlannedSchedule, TickStore};
 use cronhook_telemetry::metrics::Metrics;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{CatchupPacer, SKIPPED_AFTER_END, SKIPPED_BEFORE_START, SKIPPED_PAUSED, plan_schedule, tick_for};
@@ -26,6 +27,8 @@ pub struct Planner {
     metrics: Arc<Metrics>,
     /// shard -> epoch, for shards whose claim the store accepted.
     claimed: BTreeMap<u32, i64>,
+    /// The shards of `claimed`, for the reconciler's task.
+    owned: watch::Sender<Vec<u32>>,
     pacer: CatchupPacer,
 }
 
@@ -40,29 +43,49 @@ impl Planner {
         metrics: Arc<Metrics>,
     ) -> Self {
         let pacer = CatchupPacer::new(cfg.catchup_rate, cfg.catchup_late_after.as_millis() as i64);
-        Self { store, publisher, leases, owner, cfg, metrics, claimed: BTreeMap::new(), pacer }
+        let (owned, _) = watch::channel(Vec::new());
+        Self { store, publisher, leases, owner, cfg, metrics, claimed: BTreeMap::new(), owned, pacer }
     }
 
     /// Plans until `cancel` fires, then resigns every shard. Store errors are logged and
     /// retried on the next pass; only a closed queue ends the loop with an error.
+    ///
+    /// Reconciliation runs beside planning, on the shards planning owns: a slow
+    /// reconciliation pass (a large backlog without runs, a broker slow to take the
+    /// republished ticks) must not delay a due tick (docs/benchmarks.md).
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
-        let mut leases = self.leases.subscribe();
-        let mut last_reconcile = Instant::now();
         tracing::info!(owner = %self.owner, "planner started");
-        let result = loop {
+        let reconciler = Reconciler {
+            store: self.store.clone(),
+            publisher: self.publisher.clone(),
+            metrics: self.metrics.clone(),
+            cfg: self.cfg.clone(),
+        };
+        let stop_reconciling = cancel.child_token();
+        let reconciling = reconciler.run(self.owned.subscribe(), stop_reconciling.clone());
+        let planning = async {
+            let result = self.plan_until(&cancel).await;
+            stop_reconciling.cancel();
+            result
+        };
+        let (result, ()) = tokio::join!(planning, reconciling);
+        self.leases.resign_all().await;
+        tracing::info!(owner = %self.owner, "planner stopped; shards resigned");
+        result
+    }
+
+    /// The planning loop of [`Planner::run`].
+    async fn plan_until(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
+        let mut leases = self.leases.subscribe();
+        loop {
             if cancel.is_cancelled() {
-                break Ok(());
+                return Ok(());
             }
             let wanted = leases.borrow_and_update().shards.clone();
             let stepped = {
                 let step = async {
                     self.sync_ownership(&wanted).await?;
-                    let more = self.pass(&cancel).await?;
-                    if last_reconcile.elapsed() >= self.cfg.reconcile_interval {
-                        last_reconcile = Instant::now();
-                        self.reconcile(&cancel).await?;
-                    }
-                    Ok::<bool, Error>(more)
+                    self.pass(cancel).await
                 };
                 tokio::pin!(step);
                 // A full queue or a slow database must not delay shutdown for long: on shutdown
@@ -73,7 +96,7 @@ impl Planner {
                     r = &mut step => r,
                     _ = cancel.cancelled() => match tokio::time::timeout(FINISH_ON_SHUTDOWN, &mut step).await {
                         Ok(r) => r,
-                        Err(_) => break Ok(()),
+                        Err(_) => return Ok(()),
                     },
                 }
             };
@@ -82,7 +105,7 @@ impl Planner {
                 // A closed queue will not come back: stop. A broker error (down, lost topic)
                 // is retried: the ticks stay in the outbox until a publish succeeds.
                 Err(Error::Queue(cronhook_queue::Error::Closed)) if !cancel.is_cancelled() => {
-                    break Err(Error::Queue(cronhook_queue::Error::Closed));
+                    return Err(Error::Queue(cronhook_queue::Error::Closed));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "planning pass failed; retrying");
@@ -93,14 +116,23 @@ impl Planner {
                 continue; // a full batch: there is more due work right now
             }
             tokio::select! {
-                _ = cancel.cancelled() => break Ok(()),
+                _ = cancel.cancelled() => return Ok(()),
                 _ = leases.changed() => {}
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
             }
-        };
-        self.leases.resign_all().await;
-        tracing::info!(owner = %self.owner, "planner stopped; shards resigned");
-        result
+        }
+    }
+
+    /// Tells the reconciler which shards are owned now.
+    fn share_ownership(&self) {
+        let shards: Vec<u32> = self.claimed.keys().copied().collect();
+        self.owned.send_if_modified(|owned| {
+            let changed = *owned != shards;
+            if changed {
+                *owned = shards;
+            }
+            changed
+        });
     }
 
     /// Records newly gained shards at their epoch in the store (the fencing token) and
@@ -120,6 +152,7 @@ impl Planner {
             }
         }
         self.metrics.shards_owned.set(self.claimed.len() as i64);
+        self.share_ownership();
         if !gained.is_empty() {
             tracing::info!(count = gained.len(), "shards gained");
             if self.cfg.republish_unfinished_on_gain {
@@ -234,6 +267,7 @@ impl Planner {
         tracing::warn!(shard, epoch, "write fenced: another planner owns the shard now; stepping down");
         self.metrics.fenced_writes.inc();
         self.claimed.remove(&shard);
+        self.share_ownership();
     }
 
     /// Publishes planned ticks due within the lookahead (paced catch-up ticks wait here).
@@ -289,31 +323,71 @@ impl Planner {
     }
 
     async fn publish(&self, ticks: &[Tick]) -> Result<(), Error> {
-        self.publisher.publish(ticks).await?;
-        let ids: Vec<TickId> = ticks.iter().map(|t| t.id).collect();
-        let at = self.store.now().await?;
-        self.store.mark_published(&ids, at).await?;
-        self.metrics.ticks_published.add(ticks.len() as u64);
-        Ok(())
+        publish_marked(&*self.store, &*self.publisher, &self.metrics, ticks).await
+    }
+}
+
+/// Produces `ticks`, then records them as published now (by the store's clock).
+async fn publish_marked(
+    store: &dyn TickStore,
+    publisher: &dyn TickPublisher,
+    metrics: &Metrics,
+    ticks: &[Tick],
+) -> Result<(), Error> {
+    publisher.publish(ticks).await?;
+    let ids: Vec<TickId> = ticks.iter().map(|t| t.id).collect();
+    let at = store.now().await?;
+    store.mark_published(&ids, at).await?;
+    metrics.ticks_published.add(ticks.len() as u64);
+    Ok(())
+}
+
+/// Republishes, now and then, what a lost message or a dead worker left behind: published
+/// ticks without a run after the grace period, and unfinished runs whose lease ran out.
+/// On its own task beside planning. Errors are logged and the next pass retries; a pass
+/// cut short by shutdown leaves nothing half-done that the next one (here or on the
+/// shard's next owner) does not redo: a tick produced but not marked is still published
+/// without a run, a run handed out but not re-leased is still stuck.
+struct Reconciler {
+    store: Arc<dyn TickStore>,
+    publisher: Arc<dyn TickPublisher>,
+    metrics: Arc<Metrics>,
+    cfg: PlannerConfig,
+}
+
+impl Reconciler {
+    /// Runs a pass every `reconcile_interval` on the shards `owned` names, until `cancel`.
+    async fn run(self, mut owned: watch::Receiver<Vec<u32>>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.cfg.reconcile_interval) => {}
+            }
+            let shards = owned.borrow_and_update().clone();
+            if shards.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.pass(&shards) => if let Err(e) = r {
+                    tracing::warn!(error = %e, "reconciliation pass failed; retrying at the next interval");
+                },
+            }
+        }
     }
 
-    /// Republishes published ticks that have no run after the grace period.
-    async fn reconcile(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
-        if self.claimed.is_empty() || cancel.is_cancelled() {
-            return Ok(());
-        }
-        let shards: Vec<u32> = self.claimed.keys().copied().collect();
+    async fn pass(&self, shards: &[u32]) -> Result<(), Error> {
         let now = self.store.now().await?;
         let before = now.add_millis(-(self.cfg.reconcile_grace.as_millis() as i64));
-        let ticks = self.store.ticks_without_run(&shards, before, self.cfg.publish_batch).await?;
+        let ticks = self.store.ticks_without_run(shards, before, self.cfg.publish_batch).await?;
         if !ticks.is_empty() {
             tracing::warn!(count = ticks.len(), "published ticks without a run after the grace period; republishing");
-            self.publish(&ticks).await?;
+            publish_marked(&*self.store, &*self.publisher, &self.metrics, &ticks).await?;
             self.metrics.ticks_republished.add(ticks.len() as u64);
         }
         // Runs whose worker died and whose tick the queue may no longer hold (a broker
         // that lost messages): hand them out again; the next worker resumes them.
-        let stuck = self.store.stuck_runs(&shards, now, self.cfg.publish_batch).await?;
+        let stuck = self.store.stuck_runs(shards, now, self.cfg.publish_batch).await?;
         if !stuck.is_empty() {
             tracing::warn!(count = stuck.len(), "unfinished runs whose lease ran out; handing them out again");
             self.publisher.publish(&stuck).await?;

@@ -1,6 +1,7 @@
 //! How the planner publishes: fresh ticks from memory (`plan::tick_for`) instead of read
 //! back through the outbox query (both must give workers the same tick), recorded as
-//! published by the plan commit itself, and returned to the outbox when producing fails.
+//! published by the plan commit itself, and returned to the outbox when producing fails;
+//! and reconciliation's republishing, which runs beside planning and never holds it up.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
@@ -112,6 +113,24 @@ fn start_planner(
     (cancel.clone(), tokio::spawn(planner.run(cancel)))
 }
 
+/// Waits up to 10 s until a queue has accepted `n` ticks.
+async fn wait_for_accepted(
+    accepted: &std::sync::Mutex<Vec<Tick>>,
+    n: usize,
+) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while accepted.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// The first `n` nominal times (ms) of an every-second schedule starting at `first`.
+fn seconds_from(first: Timestamp, n: usize) -> Vec<i64> {
+    (0..n as i64).map(|i| first.as_millis() + i * 1000).collect()
+}
+
 /// A queue that refuses every publish while `broken`, and records what it accepted.
 #[derive(Default)]
 struct FlakyQueue {
@@ -160,13 +179,7 @@ async fn ticks_whose_produce_failed_go_back_to_the_outbox_and_are_published_late
 
     // The broker is back: the outbox is published, each tick once, none skipped.
     queue.broken.store(false, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while queue.accepted.lock().unwrap().len() < waiting.len() + 2 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_for_accepted(&queue.accepted, waiting.len() + 2).await.unwrap();
     cancel.cancel();
     task.await.unwrap().unwrap();
     let mut nominal: Vec<i64> = queue.accepted.lock().unwrap().iter().map(|t| t.nominal_time.as_millis()).collect();
@@ -174,8 +187,7 @@ async fn ticks_whose_produce_failed_go_back_to_the_outbox_and_are_published_late
     nominal.sort_unstable();
     nominal.dedup();
     assert_eq!(nominal.len(), produced, "each tick produced once");
-    let expected: Vec<i64> = (0..produced as i64).map(|i| first.as_millis() + i * 1000).collect();
-    assert_eq!(nominal, expected, "every second from the first, none lost");
+    assert_eq!(nominal, seconds_from(first, produced), "every second from the first, none lost");
     assert!(waiting.iter().all(|t| nominal.contains(&t.nominal_time.as_millis())));
 }
 
@@ -213,4 +225,57 @@ async fn a_shutdown_during_a_produce_lets_it_finish() {
     assert!(!published.is_empty());
     let accepted = queue.accepted.lock().unwrap();
     assert!(published.iter().all(|t| accepted.iter().any(|a| a.id == t.id)), "none left for reconciliation");
+}
+
+/// A queue that takes fresh ticks at once and never returns from a republish (a tick it
+/// has already taken), announcing when one starts.
+#[derive(Default)]
+struct StallingRepublish {
+    republishing: tokio::sync::Notify,
+    accepted: std::sync::Mutex<Vec<Tick>>,
+}
+
+#[async_trait]
+impl TickPublisher for StallingRepublish {
+    async fn publish(&self, ticks: &[Tick]) -> cronhook_queue::Result<()> {
+        let again = {
+            let mut accepted = self.accepted.lock().unwrap();
+            let again = ticks.iter().any(|t| accepted.iter().any(|a| a.id == t.id));
+            if !again {
+                accepted.extend_from_slice(ticks);
+            }
+            again
+        };
+        if again {
+            self.republishing.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_reconciliation_does_not_hold_up_planning_or_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stores, first) = store_with_a_schedule(&dir).await;
+    let queue = Arc::new(StallingRepublish::default());
+    // No worker runs, so every published tick is without a run once the grace is over.
+    let cfg = PlannerConfig {
+        poll_interval: Duration::from_millis(50),
+        reconcile_interval: Duration::from_millis(100),
+        reconcile_grace: Duration::from_millis(300),
+        ..PlannerConfig::default()
+    };
+    let (cancel, task) = start_planner(&stores, queue.clone(), cfg);
+    tokio::time::timeout(Duration::from_secs(10), queue.republishing.notified()).await.unwrap();
+
+    // Reconciliation is stuck in its produce; the schedule's next seconds still go out.
+    let taken = queue.accepted.lock().unwrap().len();
+    wait_for_accepted(&queue.accepted, taken + 3).await.expect("planning went on while reconciliation was stalled");
+    let nominal: Vec<i64> = queue.accepted.lock().unwrap().iter().map(|t| t.nominal_time.as_millis()).collect();
+    assert_eq!(nominal, seconds_from(first, nominal.len()), "every second from the first, in order, each once");
+
+    // Shutdown does not wait for the stalled republish either.
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("the planner stopped").unwrap().unwrap();
 }
