@@ -100,6 +100,7 @@ impl Planner {
                     },
                 }
             };
+            self.share_ownership();
             let more = match stepped {
                 Ok(more) => more,
                 // A closed queue will not come back: stop. A broker error (down, lost topic)
@@ -123,15 +124,15 @@ impl Planner {
         }
     }
 
-    /// Tells the reconciler which shards are owned now.
+    /// Tells the reconciler which shards are owned now (after gains, losses and fenced
+    /// writes); allocates only when that changed.
     fn share_ownership(&self) {
-        let shards: Vec<u32> = self.claimed.keys().copied().collect();
         self.owned.send_if_modified(|owned| {
-            let changed = *owned != shards;
-            if changed {
-                *owned = shards;
+            let same = owned.iter().eq(self.claimed.keys());
+            if !same {
+                *owned = self.claimed.keys().copied().collect();
             }
-            changed
+            !same
         });
     }
 
@@ -152,7 +153,6 @@ impl Planner {
             }
         }
         self.metrics.shards_owned.set(self.claimed.len() as i64);
-        self.share_ownership();
         if !gained.is_empty() {
             tracing::info!(count = gained.len(), "shards gained");
             if self.cfg.republish_unfinished_on_gain {
@@ -267,7 +267,6 @@ impl Planner {
         tracing::warn!(shard, epoch, "write fenced: another planner owns the shard now; stepping down");
         self.metrics.fenced_writes.inc();
         self.claimed.remove(&shard);
-        self.share_ownership();
     }
 
     /// Publishes planned ticks due within the lookahead (paced catch-up ticks wait here).
@@ -357,13 +356,13 @@ struct Reconciler {
 
 impl Reconciler {
     /// Runs a pass every `reconcile_interval` on the shards `owned` names, until `cancel`.
-    async fn run(self, mut owned: watch::Receiver<Vec<u32>>, cancel: CancellationToken) {
+    async fn run(self, owned: watch::Receiver<Vec<u32>>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.cfg.reconcile_interval) => {}
             }
-            let shards = owned.borrow_and_update().clone();
+            let shards = owned.borrow().clone();
             if shards.is_empty() {
                 continue;
             }
