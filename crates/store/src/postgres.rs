@@ -101,6 +101,18 @@ fn unfinished_ticks_sql() -> String {
     )
 }
 
+/// The start of ListRuns, up to the project's bind: runs are read through their ticks'
+/// ledger indexes (a run's id, project, schedule and nominal time are its tick's; migration
+/// 0016), each by one probe of its primary key. The fenced (`OFFSET 0`) lateral subquery
+/// keeps that a nested loop in the ticks' order whatever the statistics: a page never
+/// joins over all runs.
+fn list_runs_sql() -> String {
+    format!(
+        "SELECT r.* FROM ticks t CROSS JOIN LATERAL (SELECT {RUN_COLS} FROM runs WHERE runs.id = t.id OFFSET 0) r \
+         WHERE t.project_id = "
+    )
+}
+
 const RUN_COLS: &str = "project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
                         attempt_count, http_status, last_error, created_at, started_at, finished_at, next_attempt_at, parked";
 
@@ -197,12 +209,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Retention deletes of a batch of runs and of ticks. They find old rows through the
-/// ledger's `(project_id, nominal_time)` indexes, one range per project: no index on
-/// `finished_at` or `updated_at`, which every run end and tick end would have to update
-/// (migration 0012). A row is old once both its nominal time and its end are past the
-/// cutoff.
-const PURGE_RUNS: &str = "DELETE FROM runs WHERE id IN (SELECT id FROM runs \
-     WHERE project_id = ANY(ARRAY(SELECT id FROM projects)) AND nominal_time < $1 AND finished_at < $1 LIMIT $2) \
+/// ledger's `ticks_by_time (project_id, nominal_time)` index, one range per project: no
+/// index on `finished_at` or `updated_at`, which every run end and tick end would have to
+/// update (migration 0012), and none on runs' nominal times (a run is found through its
+/// tick, one primary-key probe each: migration 0016). A row is old once both its nominal
+/// time and its end are past the cutoff.
+const PURGE_RUNS: &str = "DELETE FROM runs WHERE id IN (SELECT t.id FROM ticks t \
+     WHERE t.project_id = ANY(ARRAY(SELECT id FROM projects)) AND t.nominal_time < $1 \
+     AND (SELECT r.finished_at FROM runs r WHERE r.id = t.id) < $1 LIMIT $2) \
      RETURNING id";
 /// See [`PURGE_RUNS`]; a tick goes only once its run is gone.
 const PURGE_TICKS: &str = "DELETE FROM ticks WHERE id IN (SELECT id FROM ticks \
@@ -254,7 +268,7 @@ async fn begin_runs_in(
          created_at, shard, lease_until, lease_owner) SELECT p, i, t, s, n, v, tr, 'pending', $8, sh, l, o \
          FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::bigint[], $7::text[], \
          $9::int[], $10::timestamptz[], $11::uuid[]) AS x(p, i, t, s, n, v, tr, sh, l, o) \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+         WHERE EXISTS (SELECT 1 FROM ticks WHERE ticks.id = x.t) ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(inserts.iter().map(|(t, _)| t.project_id.to_string()).collect::<Vec<_>>())
     .bind(inserts.iter().map(|(t, _)| *RunId::of_tick(t.id).as_uuid()).collect::<Vec<_>>())
@@ -1037,10 +1051,17 @@ impl RunStore for PgStore {
             .bind(tick.schedule_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
-            .bind(RunId::of_tick(tick.id).as_uuid())
-            .fetch_one(&mut *tx)
-            .await?;
+        let (recorded, exists): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM ticks WHERE id = $1), EXISTS (SELECT 1 FROM runs WHERE id = $2)",
+        )
+        .bind(tick.id.as_uuid())
+        .bind(RunId::of_tick(tick.id).as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+        if !recorded && !exists {
+            // A copy of a purged tick: it must not cancel, skip or buffer anything.
+            return Ok(BeginRun::Unrecorded);
+        }
         if exists {
             // A copy of a tick that has its run: the run decides (done, resumed or held).
             let out = begin_one_in(&mut tx, tick, lease, now).await?;
@@ -1173,26 +1194,25 @@ impl RunStore for PgStore {
     }
 
     async fn list_runs(&self, project: &ProjectId, f: &RunFilter) -> Result<Vec<Run>> {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(list_runs_sql());
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
-            qb.push(" AND schedule_id = ").push_bind(*s.as_uuid());
+            qb.push(" AND t.schedule_id = ").push_bind(*s.as_uuid());
         }
         if !f.statuses.is_empty() {
             let st: Vec<&str> = f.statuses.iter().map(|s| RunStatus::as_str(*s)).collect();
-            qb.push(" AND status = ANY(").push_bind(st).push(")");
+            qb.push(" AND r.status = ANY(").push_bind(st).push(")");
         }
         if let Some(t) = f.from {
-            qb.push(" AND nominal_time >= ").push_bind(dt(t));
+            qb.push(" AND t.nominal_time >= ").push_bind(dt(t));
         }
         if let Some(t) = f.to {
-            qb.push(" AND nominal_time < ").push_bind(dt(t));
+            qb.push(" AND t.nominal_time < ").push_bind(dt(t));
         }
         if let Some((t, id)) = f.before {
-            qb.push(" AND (nominal_time, id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
+            qb.push(" AND (t.nominal_time, t.id) < (").push_bind(dt(t)).push(", ").push_bind(*id.as_uuid()).push(")");
         }
-        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.push(" ORDER BY t.nominal_time DESC, t.id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
     }
@@ -1229,5 +1249,36 @@ mod tests {
         assert!(reconcile.iter().any(|l| l.contains("SubPlan")), "{reconcile:#?}");
         let joins_runs = |l: &String| l.contains("Anti Join") || l.contains("Seq Scan on runs");
         assert!(!reconcile.iter().any(joins_runs), "{reconcile:#?}");
+    }
+
+    /// Runs have no time index of their own (migration 0016): a ListRuns page and a
+    /// retention batch walk the ticks' ledger index and probe each tick's run by its key,
+    /// never joining over all runs, whatever the statistics.
+    #[tokio::test]
+    async fn runs_are_listed_and_purged_through_their_ticks() {
+        let url = cronhook_test_utils::postgres::fresh_database_url().await.unwrap();
+        let store = PgStore::connect(&url, 4).await.unwrap();
+        let explain = |sql: String| format!("EXPLAIN {sql}");
+        let list = explain(format!("{}$1 ORDER BY t.nominal_time DESC, t.id DESC LIMIT $2", list_runs_sql()));
+        let list: Vec<String> =
+            sqlx::query_scalar(safe(list)).bind("default").bind(100i64).fetch_all(&store.pool).await.unwrap();
+        let purge: Vec<String> = sqlx::query_scalar(safe(explain(PURGE_RUNS.to_owned())))
+            .bind(Utc::now())
+            .bind(500i64)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        for plan in [&list, &purge] {
+            assert!(plan.iter().any(|l| l.contains("ticks_by_time")), "{plan:#?}");
+            assert!(plan.iter().any(|l| l.contains("runs_pkey")), "{plan:#?}");
+            let joins_all = |l: &String| {
+                l.contains("Hash Join")
+                    || l.contains("Merge Join")
+                    || l.contains("Seq Scan on runs")
+                    || l.contains("Seq Scan on ticks")
+            };
+            assert!(!plan.iter().any(joins_all), "{plan:#?}");
+        }
+        assert!(!list.iter().any(|l| l.contains("Sort")), "in the index's order: {list:#?}");
     }
 }

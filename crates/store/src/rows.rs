@@ -437,9 +437,11 @@ pub(crate) fn begin_results<'a>(
     use crate::BeginRun;
     let mut out = Vec::new();
     for (tick, owner) in items {
-        let b = found
-            .get_mut(tick)
-            .ok_or_else(|| Error::Corrupt(format!("run of tick {tick} neither inserted nor found")))?;
+        // Neither inserted nor found: the insert begins runs of recorded ticks only.
+        let Some(b) = found.get_mut(tick) else {
+            out.push(BeginRun::Unrecorded);
+            continue;
+        };
         out.push(if b.run.status.is_final() {
             BeginRun::Done(b.run.clone())
         } else if b.owner != Some(owner) {

@@ -513,10 +513,11 @@ impl TickStore for SqliteStore {
 
     async fn purge_before(&self, cutoff: Timestamp, limit: u32) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        // through the ledger's (project_id, nominal_time) indexes, as on Postgres
+        // through the ledger's ticks_by_time index, each run by its tick's id, as on Postgres
         let runs: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE project_id IN (SELECT id FROM projects) \
-             AND nominal_time < ?1 AND finished_at < ?1 LIMIT ?2) RETURNING id",
+            "DELETE FROM runs WHERE id IN (SELECT t.id FROM ticks t WHERE t.project_id IN (SELECT id FROM projects) \
+             AND t.nominal_time < ?1 AND (SELECT r.finished_at FROM runs r WHERE r.id = t.id) < ?1 LIMIT ?2) \
+             RETURNING id",
         )
         .bind(cutoff.as_millis())
         .bind(i64::from(limit))
@@ -968,7 +969,7 @@ async fn begin_runs_in(
     for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO runs (project_id, id, tick_id, schedule_id, nominal_time, schedule_version, trigger, status, \
-             created_at, shard, lease_until, lease_owner) ",
+             created_at, shard, lease_until, lease_owner) SELECT * FROM (",
         );
         qb.push_values(chunk, |mut b, (t, lease)| {
             b.push_bind(t.project_id.as_str())
@@ -984,8 +985,11 @@ async fn begin_runs_in(
                 .push_bind(lease.until.as_millis())
                 .push_bind(id_text(lease.owner.as_uuid()));
         });
-        // No conflict target: the id and the tick id (a unique column too) conflict together.
-        qb.push(" ON CONFLICT DO NOTHING RETURNING id");
+        // Recorded ticks only (BeginRun::Unrecorded). No conflict target: the id and the tick
+        // id (a unique column too) conflict together.
+        qb.push(
+            ") AS v WHERE EXISTS (SELECT 1 FROM ticks WHERE ticks.id = v.column3) ON CONFLICT DO NOTHING RETURNING id",
+        );
         let created: HashSet<String> =
             qb.build().fetch_all(&mut **tx).await?.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
         found.extend(inserted_begins(chunk, |id| created.contains(&id.to_string()), now));
@@ -1008,9 +1012,12 @@ async fn begin_runs_in(
         .await?;
         let r = sqlx::query(safe(format!("SELECT {RUN_COLS}, lease_owner FROM runs WHERE id = ?1")))
             .bind(RunId::of_tick(t.id).to_string())
-            .fetch_one(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
-        found.insert(t.id, begun_row(&r)?);
+        // none: the tick is not in the ledger (BeginRun::Unrecorded)
+        if let Some(r) = r {
+            found.insert(t.id, begun_row(&r)?);
+        }
     }
     begin_results(items.iter().map(|(t, l)| (&t.id, l.owner)), found)
 }
@@ -1077,10 +1084,16 @@ impl RunStore for SqliteStore {
     async fn begin_run_exclusive(&self, tick: &Tick, now: Timestamp, lease: RunLease) -> Result<BeginRun> {
         // The write transaction serialises every writer: one decision at a time.
         let mut tx = self.write_tx().await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)")
-            .bind(tick.id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+        let (recorded, exists): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM ticks WHERE id = ?1), EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+        )
+        .bind(tick.id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if !recorded && !exists {
+            // A copy of a purged tick: it must not cancel, skip or buffer anything.
+            return Ok(BeginRun::Unrecorded);
+        }
         if exists {
             // A copy of a tick that has its run: the run decides (done, resumed or held).
             let out = begin_one_in(&mut tx, tick, lease, now).await?;
@@ -1218,14 +1231,16 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, project: &ProjectId, f: &RunFilter) -> Result<Vec<Run>> {
+        // Through the ticks' ledger indexes, each run by its tick's id (migration 0016);
+        // CROSS JOIN keeps the ticks the outer loop.
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {RUN_COLS} FROM runs WHERE project_id = "));
+            QueryBuilder::new("SELECT r.* FROM ticks t CROSS JOIN runs r ON r.id = t.id WHERE t.project_id = ");
         qb.push_bind(project.as_str());
         if let Some(s) = f.schedule_id {
-            qb.push(" AND schedule_id = ").push_bind(s.to_string());
+            qb.push(" AND t.schedule_id = ").push_bind(s.to_string());
         }
         if !f.statuses.is_empty() {
-            qb.push(" AND status IN (");
+            qb.push(" AND r.status IN (");
             let mut sep = qb.separated(", ");
             for s in &f.statuses {
                 sep.push_bind(RunStatus::as_str(*s));
@@ -1233,19 +1248,19 @@ impl RunStore for SqliteStore {
             qb.push(")");
         }
         if let Some(t) = f.from {
-            qb.push(" AND nominal_time >= ").push_bind(t.as_millis());
+            qb.push(" AND t.nominal_time >= ").push_bind(t.as_millis());
         }
         if let Some(t) = f.to {
-            qb.push(" AND nominal_time < ").push_bind(t.as_millis());
+            qb.push(" AND t.nominal_time < ").push_bind(t.as_millis());
         }
         if let Some((t, id)) = f.before {
-            qb.push(" AND (nominal_time, id) < (")
+            qb.push(" AND (t.nominal_time, t.id) < (")
                 .push_bind(t.as_millis())
                 .push(", ")
                 .push_bind(id_text(id.as_uuid()))
                 .push(")");
         }
-        qb.push(" ORDER BY nominal_time DESC, id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.push(" ORDER BY t.nominal_time DESC, t.id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
     }

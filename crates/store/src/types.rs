@@ -79,6 +79,11 @@ pub enum BeginRun {
     /// nothing and acknowledge. The holder finishes the run; if it dies, the lease runs out
     /// and reconciliation ([`crate::TickStore::stuck_runs`]) hands the run out again.
     Held(Run),
+    /// The tick is not in the ledger, so no run is begun: every tick is recorded before it
+    /// is published, so only a copy delivered after retention purged the tick (and its run)
+    /// can be, and its delivery was done long ago. Acknowledge it, send nothing. (Runs are
+    /// listed and purged through their ticks: a run without its tick would be neither.)
+    Unrecorded,
 }
 
 /// One delivery of a tick: drawn by the worker for each copy of a tick it handles, so two

@@ -133,6 +133,14 @@ fn new_lease(until: Timestamp) -> RunLease {
     RunLease { owner: LeaseOwner::generate(), until }
 }
 
+/// `tick_of(s, at)` recorded in the ledger, as the planner or the API records every tick
+/// before it is published (a run is begun for recorded ticks only).
+async fn recorded_tick(st: &Stores, s: &Schedule, at: Timestamp) -> Tick {
+    let t = tick_of(s, at);
+    st.ticks.insert_tick(&t).await.unwrap();
+    t
+}
+
 fn tick_of(s: &Schedule, at: Timestamp) -> Tick {
     Tick {
         id: TickId::scheduled(s.id, at),
@@ -498,7 +506,7 @@ async fn run_lifecycle_and_dedup(st: Stores) {
 
 async fn concurrent_begin_run_creates_one_run(st: Stores) {
     let s = schedule("a", Some(ms(5_000)));
-    let t = tick_of(&s, ms(5_000));
+    let t = recorded_tick(&st, &s, ms(5_000)).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (runs, t) = (st.runs.clone(), t.clone());
@@ -528,7 +536,7 @@ async fn runs_filter_and_paginate_newest_first(st: Stores) {
     let mut expected_a = Vec::new();
     for i in 0..7 {
         for s in [&a, &b] {
-            let t = tick_of(s, ms(10_000 + i * 1000));
+            let t = recorded_tick(&st, s, ms(10_000 + i * 1000)).await;
             let BeginRun::Started(r) = st.runs.begin_run(&t, ms(1), new_lease(ms(1_000_000))).await.unwrap() else {
                 panic!()
             };
@@ -628,7 +636,10 @@ async fn parked_retries_are_dispatched_once_per_attempt(st: Stores) {
 async fn batched_run_writes_match_single_ones(st: Stores) {
     let s = schedule("a", Some(ms(5_000)));
     st.schedules.insert_schedule(&s).await.unwrap();
-    let ticks: Vec<Tick> = (0..4).map(|i| tick_of(&s, ms(5_000 + i * 1000))).collect();
+    let mut ticks = Vec::new();
+    for i in 0..4 {
+        ticks.push(recorded_tick(&st, &s, ms(5_000 + i * 1000)).await);
+    }
     // tick 0 already has a final run, tick 1 an unfinished one
     let BeginRun::Started(done) = st.runs.begin_run(&ticks[0], ms(1), new_lease(ms(1_000_000))).await.unwrap() else {
         panic!()
@@ -715,6 +726,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
     ];
     let mut recs = Vec::new();
     for (t, ok, pause_after) in &plan {
+        st.ticks.insert_tick(t).await.unwrap();
         let BeginRun::Started(run) = st.runs.begin_run(t, ms(1), new_lease(FAR)).await.unwrap() else {
             panic!("new tick")
         };
@@ -744,7 +756,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
         "b: the success between its failures reset the count (applied last or first, it would pause)"
     );
     // one more failure of b makes two in a row
-    let t = tick_of(&b, ms(9_000));
+    let t = recorded_tick(&st, &b, ms(9_000)).await;
     let BeginRun::Started(run) = st.runs.begin_run(&t, ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
@@ -756,7 +768,7 @@ async fn batched_effects_count_failures_as_if_one_at_a_time(st: Stores) {
 async fn one_run_twice_in_a_batch_is_written_in_order(st: Stores) {
     let s = schedule("a", Some(ms(5_000)));
     st.schedules.insert_schedule(&s).await.unwrap();
-    let t = tick_of(&s, ms(5_000));
+    let t = recorded_tick(&st, &s, ms(5_000)).await;
     let BeginRun::Started(run) = st.runs.begin_run(&t, ms(1), new_lease(FAR)).await.unwrap() else {
         panic!("new tick")
     };
@@ -892,13 +904,20 @@ async fn ledger_lists_by_outcome_and_retention_purges_old_rows(st: Stores) {
     let left = st.ticks.list_ticks(&project(), &all(vec![])).await.unwrap();
     assert_eq!(left.iter().map(|t| t.state).collect::<Vec<_>>(), [TickState::Planned], "open ticks are kept");
 
-    // The purged run's attempt went with it: a new run of the same tick, under the same
-    // id, has none. An attempt recorded for a run that does not exist is not stored either.
+    // A copy of the purged tick (a redelivery after retention) begins nothing: its delivery
+    // was done, and a run without its tick would be neither listed nor purged.
     let lease = new_lease(ms(1_000_000));
+    assert!(matches!(st.runs.begin_run(&t3, ms(4_001), lease).await.unwrap(), BeginRun::Unrecorded));
+    assert!(matches!(st.runs.begin_run_exclusive(&t3, ms(4_001), lease).await.unwrap(), BeginRun::Unrecorded));
+    assert!(matches!(st.runs.get_run(&project(), run.id).await, Err(Error::NotFound(_))));
+    // The purged run's attempt went with it: the same fire time recorded again (a backfill)
+    // gets a new run under the same id, with none. An attempt recorded for a run that does
+    // not exist is not stored either.
+    let t3 = recorded_tick(&st, &s, ms(3_000)).await;
     let BeginRun::Started(again) = st.runs.begin_run(&t3, ms(4_001), lease).await.unwrap() else { panic!() };
     assert_eq!(again.id, run.id, "a run's id is its tick's");
     assert!(st.runs.get_run(&project(), run.id).await.unwrap().1.is_empty(), "no attempt outlives its run");
-    let t5 = tick_of(&s, ms(5_000));
+    let t5 = recorded_tick(&st, &s, ms(5_000)).await;
     let ghost = RunId::of_tick(t5.id);
     let orphan = AttemptRecord { attempt: attempt(ghost, 1, Some(200)), ..done };
     st.runs.record_attempt(&orphan).await.unwrap();
@@ -978,6 +997,7 @@ async fn overlap_policies_are_race_free(st: Stores) {
 
     // allow: runs side by side; a redelivered tick finds its own run
     let a = tick(50_000, OverlapPolicy::Allow);
+    st.ticks.insert_tick(&a).await.unwrap();
     assert!(matches!(st.runs.begin_run_exclusive(&a, ms(6), lease).await.unwrap(), BeginRun::Started(_)));
     assert!(matches!(st.runs.begin_run_exclusive(&a, ms(7), lease).await.unwrap(), BeginRun::Resume(_)));
     // another copy of it finds it held by the first

@@ -193,6 +193,11 @@ impl Worker {
                 tracing::info!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick skipped: {reason}");
                 return Stop::Done;
             }
+            Some(BeginRun::Unrecorded) => {
+                self.metrics.ticks_deduplicated.inc();
+                tracing::warn!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick not in the ledger (purged by retention): not sent again");
+                return Stop::Done;
+            }
             Some(BeginRun::Buffered) => {
                 tracing::info!(tick_id = %tick.id, schedule_id = %tick.schedule_id, "tick buffered until the running one ends");
                 return Stop::Done;

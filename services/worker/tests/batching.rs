@@ -11,12 +11,13 @@ use cronhook_core::{
     Attempt, AttemptTiming, HttpMethod, HttpTarget, ProjectId, RetryPolicy, Run, RunId, RunStatus, ScheduleId, Tick,
     TickId, Timestamp, TriggerKind,
 };
-use cronhook_store::{AttemptRecord, BeginRun, LeaseOwner, Result, RunFilter, RunLease, RunStore};
+use cronhook_store::{AttemptRecord, BeginRun, LeaseOwner, Result, RunFilter, RunLease, RunStore, TickStore};
 use cronhook_worker::BatchingRunStore;
 
 /// A store that remembers the size of every batched statement it was given.
 struct Counting {
     inner: Arc<dyn RunStore>,
+    ticks: Arc<dyn TickStore>,
     begins: Mutex<Vec<usize>>,
     records: Mutex<Vec<usize>>,
 }
@@ -60,12 +61,19 @@ impl RunStore for Counting {
 async fn counting() -> (Arc<Counting>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let stores = cronhook_store::open(dir.path().join("b.db").to_str().unwrap(), 4).await.unwrap();
-    let c = Counting { inner: stores.runs.clone(), begins: Mutex::default(), records: Mutex::default() };
+    let c = Counting {
+        inner: stores.runs.clone(),
+        ticks: stores.ticks.clone(),
+        begins: Mutex::default(),
+        records: Mutex::default(),
+    };
     (Arc::new(c), dir)
 }
 
-fn tick(schedule: ScheduleId, nominal: Timestamp, fire: Timestamp) -> Tick {
-    Tick {
+/// A tick of `schedule`, recorded in the ledger as the planner records every tick before
+/// publishing it (runs are begun for recorded ticks only).
+async fn tick(c: &Counting, schedule: ScheduleId, nominal: Timestamp, fire: Timestamp) -> Tick {
+    let t = Tick {
         id: TickId::scheduled(schedule, nominal),
         project_id: ProjectId::default_project(),
         schedule_id: schedule,
@@ -88,7 +96,9 @@ fn tick(schedule: ScheduleId, nominal: Timestamp, fire: Timestamp) -> Tick {
         failure_notification_url: None,
         auto_pause_after_failures: 0,
         overlap: Default::default(),
-    }
+    };
+    c.ticks.insert_tick(&t).await.unwrap();
+    t
 }
 
 fn succeeded(t: &Tick, run: RunId) -> AttemptRecord {
@@ -143,7 +153,7 @@ async fn records_no_send_waits_for_gather_into_one_statement() {
     let now = Timestamp::now();
     let mut recs = Vec::new();
     for i in 0..8 {
-        let t = tick(s, now.add_millis(i * 1000), now);
+        let t = tick(&c, s, now.add_millis(i * 1000), now).await;
         let run = started(&c, &t).await;
         recs.push(succeeded(&t, run));
     }
@@ -169,14 +179,14 @@ async fn a_begin_due_now_writes_its_batch_at_once() {
     let s = ScheduleId::generate();
     let now = Timestamp::now();
     // a begin due a minute from now may wait: it is still pending half a second later
-    let later = tick(s, now.add_millis(60_000), now.add_millis(60_000));
+    let later = tick(&c, s, now.add_millis(60_000), now.add_millis(60_000)).await;
     let b = batcher.clone();
     let early = tokio::spawn(async move { b.begin_run(&later, Timestamp::now(), lease()).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!early.is_finished(), "a begin due in a minute waits for company");
     // a begin due now joins it, and the batch is written without waiting out the relaxed linger
     let t0 = Instant::now();
-    let due = tick(s, now, now);
+    let due = tick(&c, s, now, now).await;
     let begun = batcher.begin_run(&due, Timestamp::now(), lease()).await.unwrap();
     assert!(matches!(begun, BeginRun::Started(_)));
     assert!(matches!(early.await.unwrap().unwrap(), BeginRun::Started(_)));

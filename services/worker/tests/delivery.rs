@@ -103,9 +103,11 @@ async fn deliver_with(env: &Env, cfg: WorkerConfig, sender: SenderConfig) -> (Ru
     deliver_many(env, cfg, sender, 1).await.remove(0)
 }
 
-/// The tick of `s` at `nominal`, due at `fire`.
-fn tick_of(s: &Schedule, nominal: Timestamp, fire: Timestamp) -> Tick {
-    Tick {
+/// The tick of `env`'s schedule at `nominal`, due at `fire`, recorded in the ledger as the
+/// planner records every tick before publishing it (runs are begun for recorded ticks only).
+async fn tick_of(env: &Env, nominal: Timestamp, fire: Timestamp) -> Tick {
+    let s = &env.schedule;
+    let t = Tick {
         id: TickId::scheduled(s.id, nominal),
         project_id: s.project_id.clone(),
         schedule_id: s.id,
@@ -121,14 +123,19 @@ fn tick_of(s: &Schedule, nominal: Timestamp, fire: Timestamp) -> Tick {
         failure_notification_url: s.def.failure_notification_url.clone(),
         auto_pause_after_failures: s.def.auto_pause_after_failures,
         overlap: s.def.overlap,
-    }
+    };
+    env.stores.ticks.insert_tick(&t).await.unwrap();
+    t
 }
 
 /// Delivers `n` ticks (one second apart in nominal time) and returns their runs.
 async fn deliver_many(env: &Env, cfg: WorkerConfig, sender: SenderConfig, n: usize) -> Vec<(Run, Vec<Attempt>)> {
     let now = Timestamp::now();
     let s = &env.schedule;
-    let ticks: Vec<Tick> = (0..n as i64).map(|i| tick_of(s, now.add_millis(-i * 1000), now)).collect();
+    let mut ticks = Vec::new();
+    for i in 0..n as i64 {
+        ticks.push(tick_of(env, now.add_millis(-i * 1000), now).await);
+    }
     let (publisher, consumer) = memory::channel(n.max(16));
     let cancel = CancellationToken::new();
     let worker = Worker::with_sender(env.stores.runs.clone(), sender, cfg, Arc::new(Metrics::default())).unwrap();
@@ -605,7 +612,7 @@ async fn an_allow_tick_has_its_run_before_the_fire_time_and_two_copies_send_once
     let mut e = env(target(t.url("/x")), fast_retries(3)).await;
     e.schedule.def.overlap = OverlapPolicy::Allow;
     let fire = Timestamp::now().add_millis(2_000);
-    let tick = tick_of(&e.schedule, fire, fire);
+    let tick = tick_of(&e, fire, fire).await;
     // two workers get a copy each (a redelivery, a republish) while the tick waits
     let (pub_a, stop_a, task_a) = start_worker(&e);
     let (pub_b, stop_b, task_b) = start_worker(&e);
@@ -644,7 +651,7 @@ async fn a_worker_stopping_before_the_fire_time_releases_the_run_to_the_next_cop
     let mut e = env(target(t.url("/x")), fast_retries(3)).await;
     e.schedule.def.overlap = OverlapPolicy::Allow;
     let fire = Timestamp::now().add_millis(2_500);
-    let tick = tick_of(&e.schedule, fire, fire);
+    let tick = tick_of(&e, fire, fire).await;
     let (pub_a, stop_a, task_a) = start_worker(&e);
     pub_a.publish(std::slice::from_ref(&tick)).await.unwrap();
     wait_for("the run", Duration::from_secs(5), || async { runs_of(&e).await.into_iter().next() }).await.unwrap();
