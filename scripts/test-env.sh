@@ -80,6 +80,9 @@ start_postgres() {
   fi
   CRONHOOK_TEST_PG_PORT="$(free_port)"
   "${run[@]}" "$PG_BIN/initdb" -D "$CRONHOOK_TEST_PG_DATA" -U postgres -A trust -E UTF8 >"$ENV_DIR/initdb.log" 2>&1
+  # extra settings for diagnosis, ';'-separated as in crates/test-utils (servers.rs)
+  local extra="${CRONHOOK_TEST_PG_EXTRA_CONF:-}"
+  extra="${extra//;/$'\n'}"
   cat >>"$CRONHOOK_TEST_PG_DATA/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $CRONHOOK_TEST_PG_PORT
@@ -88,7 +91,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 300
-${CRONHOOK_TEST_PG_EXTRA_CONF:-}
+${extra}
 CONF
   "${run[@]}" "$PG_BIN/pg_ctl" -D "$CRONHOOK_TEST_PG_DATA" -l "$CRONHOOK_TEST_PG_LOG" -w start >/dev/null
   CRONHOOK_TEST_PG_RUN="${run[*]}"
