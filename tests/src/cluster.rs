@@ -96,12 +96,18 @@ pub fn now_ms() -> i64 {
 impl Cluster {
     /// Starts servers, the API, `planners` planners and `workers` workers.
     pub async fn start(planners: usize, workers: usize) -> anyhow::Result<Self> {
-        Self::start_with(planners, workers, &[]).await
+        Self::start_with(planners, workers, &[], "").await
     }
 
-    /// [`Cluster::start`] with extra `CRONHOOK_*` settings for every process.
-    pub async fn start_with(planners: usize, workers: usize, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let pg = PgServer::start().await?;
+    /// [`Cluster::start`] with extra `CRONHOOK_*` settings for every process and extra
+    /// Postgres settings (`;`-separated, see [`PgServer::start_with_conf`]).
+    pub async fn start_with(
+        planners: usize,
+        workers: usize,
+        extra: &[(&str, &str)],
+        pg_conf: &str,
+    ) -> anyhow::Result<Self> {
+        let pg = PgServer::start_with_conf(pg_conf).await?;
         let etcd = EtcdServer::start().await?;
         let kafka = TansuServer::start().await?;
         let db_url = pg.create_database("cronhook").await?;

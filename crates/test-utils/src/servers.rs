@@ -56,6 +56,12 @@ impl PgServer {
 
     /// Creates and starts a cluster (trust auth, fsync off).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_conf("").await
+    }
+
+    /// [`PgServer::start`] with extra `postgresql.conf` settings (`;`-separated), before
+    /// those of `CRONHOOK_TEST_PG_EXTRA_CONF`, which win.
+    pub async fn start_with_conf(settings: &str) -> anyhow::Result<Self> {
         let bin = PathBuf::from(
             std::env::var("CRONHOOK_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
         );
@@ -82,6 +88,7 @@ impl PgServer {
             s.dir.path().display()
         );
         // extra settings for diagnosis, e.g. "log_min_duration_statement = 5" (benchmarks)
+        let conf = format!("{conf}{}\n", settings.replace(';', "\n"));
         let conf = match std::env::var("CRONHOOK_TEST_PG_EXTRA_CONF") {
             Ok(extra) => format!("{conf}{}\n", extra.replace(';', "\n")),
             Err(_) => conf,

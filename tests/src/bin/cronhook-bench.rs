@@ -34,6 +34,14 @@ struct Sink {
     samples: Mutex<Vec<(u64, i32, u32)>>,
 }
 
+/// The distributed mode's Postgres, sized for the write rate (`--pg-conf` replaces it; the
+/// rest is the tests' server: fsync and synchronous commit off). At 10,000 deliveries/s
+/// (about 4 KB of WAL each) the default `max_wal_size` of 1 GB forced a checkpoint every
+/// 18 s, Postgres logging "checkpoints are occurring too frequently ... Consider increasing
+/// the configuration parameter max_wal_size". A checkpoint still starts every minute, so
+/// a 60 s window always has one in progress (production would use 5-15 minutes).
+const BENCH_PG_CONF: &str = "max_wal_size = 8GB;checkpoint_timeout = 1min";
+
 fn parse_args() -> anyhow::Result<HashMap<String, String>> {
     let mut m = HashMap::new();
     let mut it = std::env::args().skip(1);
@@ -368,6 +376,19 @@ async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, 
 
 /// `--log-dir DIR`: writes each cronhook process's log (stderr) to `DIR/<name>.log`, for
 /// profiling runs (e.g. with `CRONHOOK_TEST_CHILD_LOG=info,cronhook_planner=debug` for pass timings).
+/// Per second of the window (`from`..`to`, ms since the sink started): requests received
+/// and the largest lateness among them.
+fn per_second(samples: &[(u64, i32, u32)], from: u32, to: u32) -> Vec<(u32, i32)> {
+    let mut out = vec![(0u32, 0i32); (to.saturating_sub(from) / 1000) as usize];
+    for &(_, late, at) in samples {
+        if let Some(slot) = at.checked_sub(from).and_then(|d| out.get_mut((d / 1000) as usize)) {
+            slot.0 += 1;
+            slot.1 = slot.1.max(late);
+        }
+    }
+    out
+}
+
 fn save_logs(dir: Option<&String>, cluster: Option<&Cluster>, dev: Option<&Cronhook>) -> anyhow::Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir)?;
@@ -393,7 +414,9 @@ async fn main() -> anyhow::Result<()> {
     let duration = humantime::parse_duration(&get("duration", "30s"))?;
     let warmup = humantime::parse_duration(&get("warmup", "10s"))?;
     let planners: usize = get("planners", "1").parse()?;
-    let workers: usize = get("workers", "2").parse()?;
+    // One worker process: on two cores a second one only split the batches (and doubled the
+    // consumers and connection pools); docs/benchmarks.md has both.
+    let workers: usize = get("workers", "1").parse()?;
     let phase = match get("phase", "aligned").as_str() {
         "aligned" => Phase::Aligned,
         "spread" => Phase::Spread,
@@ -435,7 +458,7 @@ async fn main() -> anyhow::Result<()> {
                 ("CRONHOOK_PLANNER_RECONCILE_GRACE", "30s"),
                 ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "60s"),
             ];
-            let c = Cluster::start_with(planners, workers, &extra).await?;
+            let c = Cluster::start_with(planners, workers, &extra, &get("pg-conf", BENCH_PG_CONF)).await?;
             let mut procs = vec![("api".to_owned(), c.api.pid().context("pid")?)];
             for p in c.planners.iter().flatten() {
                 procs.push((p.name.clone(), p.pid().context("pid")?));
@@ -493,6 +516,7 @@ async fn main() -> anyhow::Result<()> {
     let samples = sink.samples.lock().map(|s| s.clone()).unwrap_or_default();
     let mut late: Vec<i32> = samples.iter().filter(|s| s.2 >= measure_from && s.2 < measure_to).map(|s| s.1).collect();
     late.sort_unstable();
+    let timeline = per_second(&samples, measure_from, measure_to);
     let mut per_id: HashMap<u64, u32> = HashMap::new();
     for s in &samples {
         *per_id.entry(s.0).or_default() += 1;
@@ -516,6 +540,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
     let report = json!({
         "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "planners": planners, "workers": workers,
+        "pg_conf": if mode == "distributed" { get("pg-conf", BENCH_PG_CONF) } else { String::new() },
         "overlap": get("overlap", "allow"), "phase": get("phase", "aligned"),
         "deliveries_per_s": rate.round(),
         "lateness_ms": {
@@ -524,6 +549,7 @@ async fn main() -> anyhow::Result<()> {
         },
         "ticks_expected": expected, "runs_found": runs, "missing": (expected - runs).max(0),
         "duplicate_sends": duplicates, "rows_in_database": rows,
+        "per_second": timeline.iter().map(|(n, late)| json!({"received": n, "lateness_max_ms": late})).collect::<Vec<_>>(),
         "processes": processes_json(&usage),
     });
     println!(
@@ -546,6 +572,10 @@ async fn main() -> anyhow::Result<()> {
         (expected - runs).max(0)
     );
     println!("  rows in database    {rows}");
+    if let (Some(slow), Some(late)) = (timeline.iter().map(|t| t.0).min(), timeline.iter().map(|t| t.1).max()) {
+        // a stall shows as a second with few receptions, then seconds of late ones
+        println!("  per second          fewest received {slow}, worst lateness max {late} ms (JSON: per_second)");
+    }
     for (name, cpu, rss) in &usage {
         println!("  {name:<12} cpu {cpu:>6.1} s over the window, peak RSS {rss:>6.0} MiB");
     }
