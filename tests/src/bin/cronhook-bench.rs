@@ -539,7 +539,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
     let report = json!({
-        "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "planners": planners, "workers": workers,
+        "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "window_start_unix_ms": start_ms, "planners": planners, "workers": workers,
         "pg_conf": if mode == "distributed" { get("pg-conf", BENCH_PG_CONF) } else { String::new() },
         "overlap": get("overlap", "allow"), "phase": get("phase", "aligned"),
         "deliveries_per_s": rate.round(),
