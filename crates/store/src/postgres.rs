@@ -1060,6 +1060,7 @@ impl RunStore for PgStore {
         .await?;
         if !recorded && !exists {
             // A copy of a purged tick: it must not cancel, skip or buffer anything.
+            tx.rollback().await?;
             return Ok(BeginRun::Unrecorded);
         }
         if exists {

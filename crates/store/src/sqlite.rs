@@ -1092,6 +1092,7 @@ impl RunStore for SqliteStore {
         .await?;
         if !recorded && !exists {
             // A copy of a purged tick: it must not cancel, skip or buffer anything.
+            tx.rollback().await?;
             return Ok(BeginRun::Unrecorded);
         }
         if exists {

@@ -87,8 +87,8 @@ impl PgServer {
              synchronous_commit = off\nmax_connections = 200\n",
             s.dir.path().display()
         );
-        // extra settings for diagnosis, e.g. "log_min_duration_statement = 5" (benchmarks)
         let conf = format!("{conf}{}\n", settings.replace(';', "\n"));
+        // extra settings for diagnosis, e.g. "log_min_duration_statement = 5" (benchmarks)
         let conf = match std::env::var("CRONHOOK_TEST_PG_EXTRA_CONF") {
             Ok(extra) => format!("{conf}{}\n", extra.replace(';', "\n")),
             Err(_) => conf,

@@ -374,8 +374,6 @@ async fn count_runs(db: &str, from_ms: i64, to_ms: i64) -> anyhow::Result<(i64, 
     }
 }
 
-/// `--log-dir DIR`: writes each cronhook process's log (stderr) to `DIR/<name>.log`, for
-/// profiling runs (e.g. with `CRONHOOK_TEST_CHILD_LOG=info,cronhook_planner=debug` for pass timings).
 /// Per second of the window (`from`..`to`, ms since the sink started): requests received
 /// and the largest lateness among them.
 fn per_second(samples: &[(u64, i32, u32)], from: u32, to: u32) -> Vec<(u32, i32)> {
@@ -389,6 +387,8 @@ fn per_second(samples: &[(u64, i32, u32)], from: u32, to: u32) -> Vec<(u32, i32)
     out
 }
 
+/// `--log-dir DIR`: writes each cronhook process's log (stderr) to `DIR/<name>.log`, for
+/// profiling runs (e.g. with `CRONHOOK_TEST_CHILD_LOG=info,cronhook_planner=debug` for pass timings).
 fn save_logs(dir: Option<&String>, cluster: Option<&Cluster>, dev: Option<&Cronhook>) -> anyhow::Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir)?;
@@ -417,6 +417,7 @@ async fn main() -> anyhow::Result<()> {
     // One worker process: on two cores a second one only split the batches (and doubled the
     // consumers and connection pools); docs/benchmarks.md has both.
     let workers: usize = get("workers", "1").parse()?;
+    let pg_conf = if mode == "distributed" { get("pg-conf", BENCH_PG_CONF) } else { String::new() };
     let phase = match get("phase", "aligned").as_str() {
         "aligned" => Phase::Aligned,
         "spread" => Phase::Spread,
@@ -458,7 +459,7 @@ async fn main() -> anyhow::Result<()> {
                 ("CRONHOOK_PLANNER_RECONCILE_GRACE", "30s"),
                 ("CRONHOOK_WORKER_RUN_LEASE_MARGIN", "60s"),
             ];
-            let c = Cluster::start_with(planners, workers, &extra, &get("pg-conf", BENCH_PG_CONF)).await?;
+            let c = Cluster::start_with(planners, workers, &extra, &pg_conf).await?;
             let mut procs = vec![("api".to_owned(), c.api.pid().context("pid")?)];
             for p in c.planners.iter().flatten() {
                 procs.push((p.name.clone(), p.pid().context("pid")?));
@@ -540,7 +541,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = (recv1 - recv0) as f64 / duration.as_secs_f64();
     let report = json!({
         "mode": mode, "schedules": n, "duration_s": duration.as_secs(), "window_start_unix_ms": start_ms, "planners": planners, "workers": workers,
-        "pg_conf": if mode == "distributed" { get("pg-conf", BENCH_PG_CONF) } else { String::new() },
+        "pg_conf": pg_conf,
         "overlap": get("overlap", "allow"), "phase": get("phase", "aligned"),
         "deliveries_per_s": rate.round(),
         "lateness_ms": {
